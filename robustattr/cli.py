@@ -1,0 +1,81 @@
+"""Command-line entry points (the only place, with LightningCLI, that reads argv)."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+from lightning.pytorch.cli import LightningCLI
+
+from robustattr.lightning.module import RobustClassifier
+
+
+def wandb_has_credentials() -> bool:
+    """True when a W&B API key is configured (environment or ``~/.netrc``)."""
+    if os.environ.get("WANDB_API_KEY"):
+        return True
+    netrc = Path(os.environ.get("NETRC", Path.home() / ".netrc"))
+    try:
+        return "api.wandb.ai" in netrc.read_text()
+    except OSError:
+        return False
+
+
+def configure_wandb_mode() -> str:
+    """Default W&B to offline mode when no key is configured; returns the mode in force."""
+    if "WANDB_MODE" not in os.environ and not wandb_has_credentials():
+        os.environ["WANDB_MODE"] = "offline"
+    return os.environ.get("WANDB_MODE", "online")
+
+
+TRAINER_DEFAULTS: dict[str, object] = {
+    # Callbacks need gradients at validation; torch.inference_mode cannot be undone by enable_grad.
+    "inference_mode": False,
+    "default_root_dir": "outputs",
+    "logger": {
+        "class_path": "lightning.pytorch.loggers.WandbLogger",
+        "init_args": {"project": "robustattr", "save_dir": "outputs"},
+    },
+}
+
+
+class RobustCLI(LightningCLI):
+    """LightningCLI with robustattr's defaults: data → model links and inference_mode=False."""
+
+    def add_arguments_to_parser(self, parser) -> None:  # type: ignore[no-untyped-def]
+        parser.link_arguments("data.num_classes", "model.num_classes", apply_on="instantiate")
+        parser.link_arguments("data.mean", "model.mean", apply_on="instantiate")
+        parser.link_arguments("data.std", "model.std", apply_on="instantiate")
+
+
+def build_cli(args: list[str] | None = None, run: bool = True) -> RobustCLI:
+    """Construct the CLI (``run=False`` instantiates without running a subcommand)."""
+    configure_wandb_mode()
+    from robustattr.data.common import BaseDataModule
+
+    return RobustCLI(
+        RobustClassifier,
+        BaseDataModule,
+        subclass_mode_data=True,
+        trainer_defaults=TRAINER_DEFAULTS,
+        save_config_kwargs={"overwrite": True},
+        args=args,
+        run=run,
+        auto_configure_optimizers=False,
+    )
+
+
+def train_main(args: list[str] | None = None) -> None:
+    """``robustattr-train``: ``fit``/``validate``/``test`` with ``--config configs/….yaml``."""
+    build_cli(args if args is not None else sys.argv[1:])
+
+
+def certify_main(args: list[str] | None = None) -> None:
+    """``robustattr-certify``: certify a checkpoint (see ``certify.py``)."""
+    try:
+        from robustattr.certify.cli import main
+    except ImportError:
+        print("robustattr-certify: certification is not yet available in this version.", file=sys.stderr)
+        raise SystemExit(2) from None
+    main(args)

@@ -1,0 +1,6 @@
+"""Lightning integration: RobustClassifier and the validation-time evaluation callbacks."""
+
+from robustattr.lightning.eval_base import EvalSubsetCallback
+from robustattr.lightning.module import RobustClassifier
+
+__all__ = ["EvalSubsetCallback", "RobustClassifier"]
