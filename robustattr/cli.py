@@ -29,6 +29,16 @@ def configure_wandb_mode() -> str:
     return os.environ.get("WANDB_MODE", "online")
 
 
+def resolved_config_yaml(parser, cfg, subcommand: str | None) -> str:  # type: ignore[no-untyped-def]
+    """YAML of the ``model`` and ``data`` sections (plus ``seed_everything``) of a parsed config."""
+    import yaml
+
+    sub = parser._subcommands_action._name_parser_map[subcommand] if subcommand else parser
+    full = yaml.safe_load(sub.dump(cfg, skip_check=True))
+    keep = {k: full[k] for k in ("seed_everything", "model", "data") if k in full}
+    return yaml.safe_dump(keep, sort_keys=False)
+
+
 TRAINER_DEFAULTS: dict[str, object] = {
     # Callbacks need gradients at validation; torch.inference_mode cannot be undone by enable_grad.
     "inference_mode": False,
@@ -47,6 +57,13 @@ class RobustCLI(LightningCLI):
         parser.link_arguments("data.num_classes", "model.num_classes", apply_on="instantiate")
         parser.link_arguments("data.mean", "model.mean", apply_on="instantiate")
         parser.link_arguments("data.std", "model.std", apply_on="instantiate")
+
+    def instantiate_classes(self) -> None:
+        super().instantiate_classes()
+        # Keep the resolved experiment config (model + data) with the model so checkpoints are
+        # self-describing: robustattr.checkpoint.load_classifier rebuilds the network from it.
+        cfg = self.config[self.subcommand] if self.subcommand else self.config
+        self.model.robustattr_config = resolved_config_yaml(self.parser, cfg, self.subcommand)
 
 
 def build_cli(args: list[str] | None = None, run: bool = True) -> RobustCLI:

@@ -46,7 +46,12 @@ class RobustClassifier(L.LightningModule):
         lr_scheduler: LRSchedulerCallable | None = None,
     ) -> None:
         super().__init__()
-        self.save_hyperparameters(ignore=["backbone", "loss"])
+        # Only plain values go into hparams so checkpoints load with weights_only=True; the full
+        # architecture travels as the resolved YAML config (``robustattr_config``, set by the CLI).
+        self.save_hyperparameters(ignore=["backbone", "loss", "optimizer", "lr_scheduler"])
+        self.hparams["mean"] = list(mean) if mean is not None else None
+        self.hparams["std"] = list(std) if std is not None else None
+        self.robustattr_config: str | None = None
         self.model = build_model(backbone, mean, std)
         self.loss = loss if loss is not None else StandardLoss()
         self.optimizer_factory = optimizer
@@ -87,6 +92,11 @@ class RobustClassifier(L.LightningModule):
 
     def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
         return self._eval_step(batch, "test")
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        """Store the resolved YAML config so ``load_classifier(ckpt)`` can rebuild the model."""
+        if self.robustattr_config is not None:
+            checkpoint["robustattr_config"] = self.robustattr_config
 
     def configure_optimizers(self):  # type: ignore[no-untyped-def]
         opt = self.optimizer_factory(self.parameters())
