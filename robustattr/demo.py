@@ -1,0 +1,49 @@
+"""``make demo``: train SmallCNN on the bundled digits (W&B offline), then certify the checkpoint.
+
+Prints where the checkpoint, the logs, the W&B run and the certification report are.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def main(argv: list[str] | None = None) -> dict[str, str]:
+    """Run the demo; returns the paths it printed (also used by the smoke test)."""
+    from robustattr.cli import build_cli, configure_wandb_mode
+
+    mode = configure_wandb_mode()
+    out = Path(argv[0]) if argv else REPO / "outputs"
+    config = REPO / "configs" / "digits_smallcnn.yaml"
+    cli = build_cli(
+        ["fit", "--config", str(config), "--trainer.default_root_dir", str(out), "--trainer.logger.init_args.save_dir", str(out)],
+        run=True,
+    )
+    trainer = cli.trainer
+    ckpt = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
+    paths = {"checkpoint": ckpt, "logs": str(out)}
+    logger = trainer.logger
+    if logger is not None and type(logger).__name__ == "WandbLogger":
+        paths["wandb_run"] = str(Path(logger.experiment.dir).parent)
+    val_acc = trainer.callback_metrics.get("val/acc")
+    try:
+        from robustattr.certify.cli import certify_checkpoint
+    except ImportError:
+        certify_checkpoint = None
+    if certify_checkpoint is not None and ckpt:
+        report = certify_checkpoint(ckpt, out / "certify", num_samples=32)
+        paths.update({f"certify_{k}": str(v) for k, v in report.get("files", {}).items()})
+    print("\n=== robustattr demo finished ===")
+    if val_acc is not None:
+        print(f"validation accuracy: {float(val_acc):.3f}")
+    print(f"W&B mode: {mode} (sync later with `wandb sync <run dir>`)")
+    for k, v in paths.items():
+        print(f"{k:>16}: {v}")
+    return paths
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
