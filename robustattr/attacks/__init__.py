@@ -1,3 +1,7 @@
 """Attacks: PGD on the loss and attribution attacks; all batched, results detached in ball ∩ [0,1]."""
 
+from robustattr.attacks.core import AttackResult, ProjectedAscentAttack
+from robustattr.attacks.l2_attribution import L2AttributionAttack
+
 __all__: list[str] = []
+__all__ += ["AttackResult", "L2AttributionAttack", "ProjectedAscentAttack"]
