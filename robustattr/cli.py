@@ -6,7 +6,7 @@ import os
 import sys
 from pathlib import Path
 
-from lightning.pytorch.cli import LightningCLI
+from lightning.pytorch.cli import LightningCLI, SaveConfigCallback
 
 from robustattr.lightning.module import RobustClassifier
 
@@ -50,6 +50,21 @@ TRAINER_DEFAULTS: dict[str, object] = {
 }
 
 
+class LoggerSaveConfigCallback(SaveConfigCallback):
+    """Save ``config.yaml`` to the log dir (Lightning's behaviour) and upload it to the logger.
+
+    With W&B the resolved config appears as the run's config (rank zero only, one run per job).
+    """
+
+    def save_config(self, trainer, pl_module, stage: str) -> None:  # type: ignore[no-untyped-def]
+        import yaml
+
+        if trainer.logger is None:
+            return
+        resolved = yaml.safe_load(self.parser.dump(self.config, skip_none=False, skip_check=True))
+        trainer.logger.log_hyperparams({"config": resolved})
+
+
 class RobustCLI(LightningCLI):
     """LightningCLI with robustattr's defaults: data → model links and inference_mode=False."""
 
@@ -76,6 +91,7 @@ def build_cli(args: list[str] | None = None, run: bool = True) -> RobustCLI:
         BaseDataModule,
         subclass_mode_data=True,
         trainer_defaults=TRAINER_DEFAULTS,
+        save_config_callback=LoggerSaveConfigCallback,
         save_config_kwargs={"overwrite": True},
         args=args,
         run=run,
