@@ -2,6 +2,7 @@
 
 from robustattr.attacks.core import AttackResult, ProjectedAscentAttack
 from robustattr.attacks.l2_attribution import L2AttributionAttack
+from robustattr.attacks.pgd import PGD
 
-__all__: list[str] = []
+__all__: list[str] = ["PGD"]
 __all__ += ["AttackResult", "L2AttributionAttack", "ProjectedAscentAttack"]

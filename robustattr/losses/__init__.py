@@ -2,5 +2,21 @@
 
 from robustattr.losses.base import LossOutput, RobustLoss
 from robustattr.losses.standard import StandardLoss
+from robustattr.losses.art import ARTLoss
+from robustattr.losses.ig_norm import IGNormLoss
+from robustattr.losses.igr import IGRLoss
+from robustattr.losses.pgd_at import PGDAdversarialLoss
+from robustattr.losses.ssr import SSRLoss
+from robustattr.losses.trades import TRADESLoss
 
-__all__ = ["LossOutput", "RobustLoss", "StandardLoss"]
+__all__ = [
+    "ARTLoss",
+    "IGNormLoss",
+    "IGRLoss",
+    "LossOutput",
+    "PGDAdversarialLoss",
+    "RobustLoss",
+    "SSRLoss",
+    "StandardLoss",
+    "TRADESLoss",
+]
