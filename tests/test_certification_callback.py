@@ -1,0 +1,101 @@
+"""CertificationCallback: logged keys and values, W&B offline run, inference-mode guard."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import lightning as L
+import numpy as np
+import pytest
+import torch
+
+from robustattr.certify import UniformSmoothingCertifier
+from robustattr.lightning import CertificationCallback, RobustClassifier
+
+EPS = [1e-4, 1e-3, 1e-2]
+TAUS = [0.5, 0.9]
+
+
+def _setup():  # type: ignore[no-untyped-def]
+    from robustattr.data import DigitsDataModule
+    from robustattr.models import SmallCNN
+
+    torch.manual_seed(0)
+    dm = DigitsDataModule(batch_size=32)
+    model = RobustClassifier(SmallCNN(width=8, hidden=32), mean=dm.mean, std=dm.std)
+    cb = CertificationCallback(num_samples=6, radius=0.3, n_samples=40, eps_grid=EPS, taus=TAUS, batch_size=4, seed=3, progress=False)
+    return dm, model, cb
+
+
+def test_keys_and_values_match_direct_certification(tmp_path: Path) -> None:
+    dm, model, cb = _setup()
+    trainer = L.Trainer(
+        accelerator="cpu", devices=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+        inference_mode=False, default_root_dir=tmp_path, limit_val_batches=1, callbacks=[cb],
+    )
+    trainer.validate(model, datamodule=dm)
+    logged = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val_cert/")}
+    expected_keys = {f"val_cert/cos_lower@eps={e:g}" for e in EPS}
+    expected_keys |= {f"val_cert/frac_certified@tau={t:g},eps={e:g}" for t in TAUS for e in EPS}
+    expected_keys |= {f"val_cert/eps_max@tau={t:g}" for t in TAUS} | {"val_cert/h_norm_lower"}
+    assert set(logged) == expected_keys
+
+    # independent recomputation: the same subset, certified one sample at a time, summarised with numpy
+    ds = dm.val_set
+    idx = cb.subset_indices(len(ds))
+    assert idx.numel() == 6
+    cert = UniformSmoothingCertifier(radius=0.3, n_samples=40, eps_grid=EPS, taus=TAUS, seed=3, batch_size=7)
+    rows_cos, rows_em = [], []
+    model.eval()
+    for i in idx.tolist():
+        x = ds[i][0].unsqueeze(0)
+        c = cert.certify(model.model, x, index=torch.tensor([i]))
+        rows_cos.append(c.cos_lower[0].numpy())
+        rows_em.append(c.eps_max[0].numpy())
+    cos = np.nan_to_num(np.stack(rows_cos), nan=-1.0)
+    em = np.nan_to_num(np.stack(rows_em), nan=0.0)
+    for j, e in enumerate(EPS):
+        # torch.median returns the lower middle value for even counts
+        assert logged[f"val_cert/cos_lower@eps={e:g}"] == pytest.approx(np.sort(cos[:, j])[(6 - 1) // 2], rel=1e-5)
+        for t in TAUS:
+            assert logged[f"val_cert/frac_certified@tau={t:g},eps={e:g}"] == pytest.approx((cos[:, j] >= t).mean())
+    for k, t in enumerate(TAUS):
+        assert logged[f"val_cert/eps_max@tau={t:g}"] == pytest.approx(np.sort(em[:, k])[(6 - 1) // 2], rel=1e-5)
+
+
+def test_keys_in_offline_wandb_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from lightning.pytorch.loggers import WandbLogger
+
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    dm, model, cb = _setup()
+    logger = WandbLogger(project="robustattr-test", save_dir=str(tmp_path), offline=True)
+    trainer = L.Trainer(
+        accelerator="cpu", devices=1, max_epochs=1, limit_train_batches=2, limit_val_batches=1, logger=logger,
+        enable_checkpointing=False, enable_progress_bar=False, inference_mode=False, default_root_dir=tmp_path, callbacks=[cb],
+    )
+    trainer.fit(model, datamodule=dm)
+    run_dir = Path(logger.experiment.dir).parent
+    import wandb
+
+    wandb.finish()
+    blobs = b"".join(p.read_bytes() for p in run_dir.rglob("*.wandb"))
+    assert b"val_cert/cos_lower@eps=0.001" in blobs
+    assert b"val_cert/eps_max@tau=0.9" in blobs
+    assert b"val_cert/cos_lower_curve" in blobs  # the rank-zero W&B plot
+
+
+def test_inference_mode_is_refused(tmp_path: Path) -> None:
+    dm, model, cb = _setup()
+    trainer = L.Trainer(
+        accelerator="cpu", devices=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+        inference_mode=True, default_root_dir=tmp_path, limit_val_batches=1, callbacks=[cb],
+    )
+    with pytest.raises(RuntimeError, match="inference_mode"):
+        trainer.validate(model, datamodule=dm)
+
+
+def test_invalid_parameters() -> None:
+    with pytest.raises(ValueError, match="radius"):
+        CertificationCallback(radius=0.0)
+    with pytest.raises(ValueError, match="taus"):
+        CertificationCallback(taus=[1.5])
