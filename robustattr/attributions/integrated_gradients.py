@@ -16,7 +16,9 @@ def path_alphas_weights(steps: int, method: str, device: torch.device | None = N
     ``riemann_right``: ``α_k = k/m``, ``w_k = 1/m`` (k = 1..m), SPEC §1's default.
     ``riemann_left``: ``α_k = (k-1)/m``; ``riemann_middle``: ``(k-½)/m``.
     ``riemann_trapezoid``: ``α_k = (k-1)/(m-1)``, weights ``1/(m-1)`` with halves at both ends.
-    These are the same conventions as Captum's Riemann builders.
+    The nodes are Captum's; so are the weights except for the trapezoid, where Captum uses
+    step ``1/m`` with halved ends (weights summing to ``(m-1)/m``, so its IG is ``(m-1)/m``
+    times this one and loses completeness).
     """
     if steps < 1:
         raise ValueError(f"steps must be >= 1, got {steps}")
