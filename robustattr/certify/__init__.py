@@ -17,8 +17,22 @@ from robustattr.certify.volumes import (
     nonoverlap_fraction_inverse,
     nonoverlap_fraction_large_d,
 )
+from robustattr.certify.worst_case import (
+    AttributionJacobian,
+    WorstCaseBounds,
+    cosine_bound,
+    full_jacobian,
+    top_singular,
+    worst_case_bounds,
+)
 
 __all__: list[str] = [
+    "AttributionJacobian",
+    "WorstCaseBounds",
+    "cosine_bound",
+    "full_jacobian",
+    "top_singular",
+    "worst_case_bounds",
     "BoundedAttribution",
     "SmoothingCertificate",
     "UniformSmoothingCertifier",
