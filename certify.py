@@ -1,0 +1,9 @@
+"""Certify a checkpoint: ``python certify.py --checkpoint outputs/…/last.ckpt --output outputs/certify``.
+
+See ``docs/certification.md`` (``--help`` lists every option).
+"""
+
+from robustattr.certify.cli import main
+
+if __name__ == "__main__":
+    main()
