@@ -399,6 +399,7 @@ def worst_case_bounds(
     full_jacobian_limit: int = FULL_JACOBIAN_LIMIT,
     generator: torch.Generator | None = None,
     start: Tensor | None = None,
+    singular: tuple[Tensor, Tensor] | None = None,
 ) -> WorstCaseBounds:
     """All seed-001 bounds for ``x: [B, C, H, W]``, ``y: [B]`` at budget ε in ``norm``.
 
@@ -406,6 +407,8 @@ def worst_case_bounds(
     full Jacobian when ``d ≤ full_jacobian_limit`` (else only ``√d·ξ_max``, with a warning).
     The Eq. 11 probe evaluates the attribution (on the surrogate) at ``x ± ε v_max`` (not
     clipped to [0,1]); the label check uses ``model`` as given (the original network).
+    ``singular=(xi_max [B], v_max)`` reuses a previous :func:`top_singular` result (e.g. to
+    evaluate several norms or ε without repeating Lanczos).
 
     Raises:
         ValueError: ``eps <= 0``, ``iters < 1``, unknown ``norm``.
@@ -416,10 +419,14 @@ def worst_case_bounds(
         raise ValueError(f"norm must be 'l2' or 'linf', got {norm!r}")
     _check_common(iters, tol)
     smooth = smooth_model(model, surrogate_beta)
-    op = AttributionJacobian(attribution, smooth, x, y)
-    xi, v = _singular_from_operator(op, iters, tol, generator, start)
-    g = op.g
-    del op  # free the retained double-backward graph
+    if singular is None:
+        op = AttributionJacobian(attribution, smooth, x, y)
+        xi, v = _singular_from_operator(op, iters, tol, generator, start)
+        g = op.g
+        del op  # free the retained double-backward graph
+    else:
+        xi, v = singular[0].detach(), singular[1].detach().reshape(x.shape[0], -1)
+        g = attribution(smooth, x.detach(), y).detach().reshape(x.shape[0], -1)
     B, d = g.shape
     g_norm = g.norm(dim=1)
     sum_abs = torch.full_like(xi, float("nan"))
