@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import numpy as np
@@ -36,7 +37,12 @@ def test_fit_logs_history_and_config(tmp_path: Path, monkeypatch: pytest.MonkeyP
     wandb.finish()
     runs = find_offline_runs(tmp_path)
     assert len(runs) == 1, runs
+    # wandb-core writes the run file from a separate service process: poll until flushed.
+    deadline = time.monotonic() + 30
     run = read_offline_run(runs[0])
+    while not run.history_keys and time.monotonic() < deadline:
+        time.sleep(0.5)
+        run = read_offline_run(runs[0])
     assert {"train/ce", "train/loss_epoch", "val/acc", "val/loss", "train/acc"} <= run.history_keys
     cfg = run.config["config"]
     assert isinstance(cfg, dict) and cfg["model"]["backbone"]["class_path"] == "robustattr.models.SmallCNN"
