@@ -22,6 +22,7 @@ class OfflineRun:
     history_rows: int = 0
     config: dict[str, object] = field(default_factory=dict)
     media_keys: set[str] = field(default_factory=set)
+    media_counts: dict[str, int] = field(default_factory=dict)
 
 
 _BLOCK = 32768
@@ -84,7 +85,9 @@ def read_offline_run(run_dir: str | Path) -> OfflineRun:
                 path = [item.key] if item.key else list(item.nested_key)
                 out.history_keys.add(path[0])
                 if len(path) > 1 and path[-1] == "_type":
-                    out.media_keys.add("/".join(path[:-1]))
+                    media = "/".join(path[:-1])
+                    out.media_keys.add(media)
+                    out.media_counts[media] = out.media_counts.get(media, 0) + 1
         elif kind == "config":
             for item in rec.config.update:
                 key = item.key or "/".join(item.nested_key)
