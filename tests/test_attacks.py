@@ -128,3 +128,109 @@ def test_l2_attack_bad_args() -> None:
         L2AttributionAttack(Saliency(), eps=0.0)
     with pytest.raises(ValueError, match="restarts"):
         L2AttributionAttack(Saliency(), eps=1.0, restarts=0)
+
+
+def _np_topk_intersection(a: torch.Tensor, b: torch.Tensor, k: int) -> list[float]:
+    import numpy as np
+
+    out = []
+    for i in range(a.shape[0]):
+        sa = set(np.argsort(-a[i].flatten().numpy(), kind="stable")[:k].tolist())
+        sb = set(np.argsort(-b[i].flatten().numpy(), kind="stable")[:k].tolist())
+        out.append(len(sa & sb) / k)
+    return out
+
+
+def _saliency_map(model: nn.Module, z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    z = z.clone().requires_grad_(True)
+    (g,) = torch.autograd.grad(model(z).gather(1, y[:, None]).sum(), z)
+    return g.abs().sum(1)
+
+
+@pytest.mark.parametrize("name", ["topk", "lens_topk", "mass_center", "targeted", "random_sign"])
+def test_ifia_attacks_improve_criterion(softplus_digits, name: str) -> None:  # type: ignore[no-untyped-def]
+    from robustattr.attacks import LENSTopKAttack, MassCenterAttack, RandomSignAttack, TargetedAttack, TopKAttack
+
+    model, x, y = softplus_digits
+    x, y = x[:4], y[:4]
+    common = dict(eps=0.3, steps=5, surrogate_beta=None)
+    attack = {
+        "topk": lambda: TopKAttack(Saliency(), step_size=0.06, k=50, **common),
+        "lens_topk": lambda: LENSTopKAttack(Saliency(), step_size=0.06, k=50, w=3, **common),
+        "mass_center": lambda: MassCenterAttack(Saliency(), step_size=0.06, **common),
+        "targeted": lambda: TargetedAttack(Saliency(), step_size=0.06, **common),
+        "random_sign": lambda: RandomSignAttack(Saliency(), k=50, seed=0, **common),
+    }[name]()
+    r = attack(model, x, y)
+    _check_ball(r.x_adv, x, 0.3, "linf")
+    _check_labels(model, r, y)
+    assert not r.skipped_misclassified.any()
+    assert r.success.sum() >= 2
+    a0, a1 = _saliency_map(model, x, y), _saliency_map(model, r.x_adv, y)
+    if name in ("topk", "random_sign"):
+        ref = torch.tensor(_np_topk_intersection(a0, a1, 50))
+        assert torch.allclose(r.criterion, ref)
+        assert (ref[r.success] < 1.0).all()  # clean intersection is 1
+    elif name == "lens_topk":
+        assert (r.criterion[r.success] < 1.0).all() and (r.criterion[~r.success] == 1.0).all()
+    elif name == "mass_center":
+        import numpy as np
+
+        def center(m: torch.Tensor) -> np.ndarray:
+            ii, jj = np.meshgrid(np.arange(28), np.arange(28), indexing="ij")
+            m = m.numpy()
+            return np.stack([(m * ii).sum((1, 2)), (m * jj).sum((1, 2))], 1) / m.sum((1, 2))[:, None]
+
+        ref = np.linalg.norm(center(a0) - center(a1), axis=1)
+        np.testing.assert_allclose(r.criterion.numpy(), ref, rtol=1e-3, atol=1e-3)
+        assert (ref[r.success.numpy()] > 0).all()
+    else:  # targeted: mass fraction in the default top-left 7×7 box increased
+        frac = lambda m: m[:, :7, :7].sum((1, 2)) / m.sum((1, 2))  # noqa: E731
+        assert torch.allclose(r.criterion, frac(a1), rtol=1e-4)
+        assert (frac(a1)[r.success] > frac(a0)[r.success]).all()
+
+
+def test_topk_attack_on_relu_model_uses_original_for_criterion(softplus_digits) -> None:  # type: ignore[no-untyped-def]
+    from robustattr.attacks import TopKAttack
+
+    _, x, _ = softplus_digits
+    torch.manual_seed(2)
+    relu = build_model(SmallCNN(), (0.3053,), (0.3247,)).eval()
+    with torch.no_grad():
+        y = relu(x[:3]).argmax(1)
+    r = TopKAttack(Saliency(), eps=0.3, steps=3, step_size=0.1, k=50)(relu, x[:3], y)
+    ref = torch.tensor(_np_topk_intersection(_saliency_map(relu, x[:3], y), _saliency_map(relu, r.x_adv, y), 50))
+    assert torch.allclose(r.criterion, ref)
+    _check_ball(r.x_adv, x[:3], 0.3, "linf")
+    _check_labels(relu, r, y)
+
+
+def test_manipulate_moves_towards_target(softplus_digits) -> None:  # type: ignore[no-untyped-def]
+    from robustattr.attacks import ManipulateAttack
+
+    model, x, y = softplus_digits
+    x, y = x[:3], y[:3]
+    r = ManipulateAttack(Saliency(), steps=8, lr=1e-2, eps=0.2)(model, x, y)
+    _check_ball(r.x_adv, x, 0.2, "linf")
+    _check_labels(model, r, y)
+    # criterion = MSE of sum-normalised maps to the rolled batch's map (independent recomputation)
+    norm = lambda m: m / m.sum((1, 2), keepdim=True)  # noqa: E731
+    target = norm(_saliency_map(model, x.roll(1, 0), model(x.roll(1, 0)).argmax(1)))
+    mse = lambda z: (norm(_saliency_map(model, z, y)) - target).pow(2).mean((1, 2))  # noqa: E731
+    assert torch.allclose(r.criterion, mse(r.x_adv), rtol=1e-4)
+    assert r.success.any() and (mse(r.x_adv)[r.success] < mse(x)[r.success]).all()
+    with pytest.raises(ValueError, match="lr"):
+        ManipulateAttack(Saliency(), lr=0.0)
+
+
+def test_ifia_bad_args() -> None:
+    from robustattr.attacks import LENSTopKAttack, TopKAttack
+
+    with pytest.raises(ValueError, match="w must be"):
+        LENSTopKAttack(Saliency(), w=2)
+    with pytest.raises(ValueError, match="k must be"):
+        TopKAttack(Saliency(), k=0)
+    with pytest.raises(ValueError, match="norm"):
+        TopKAttack(Saliency(), norm="l1")
+    with pytest.raises(ValueError, match="k must be"):
+        TopKAttack(Saliency(), k=10_000, steps=1)(build_model(SmallCNN(), (0.3,), (0.3,)).eval(), torch.rand(1, 1, 28, 28), torch.tensor([0]))
