@@ -99,3 +99,26 @@ def test_invalid_parameters() -> None:
         CertificationCallback(radius=0.0)
     with pytest.raises(ValueError, match="taus"):
         CertificationCallback(taus=[1.5])
+
+
+def _validate(tmp_path: Path, devices: int) -> dict[str, float]:
+    dm, model, _ = _setup()
+    cb = CertificationCallback(num_samples=5, radius=0.3, n_samples=300, eps_grid=EPS, taus=TAUS, batch_size=2, seed=3, progress=False)
+    trainer = L.Trainer(
+        accelerator="cpu", devices=devices, strategy="ddp_spawn" if devices > 1 else "auto", logger=False,
+        enable_checkpointing=False, enable_progress_bar=False, inference_mode=False, default_root_dir=tmp_path,
+        limit_val_batches=1, callbacks=[cb],
+    )
+    trainer.validate(model, datamodule=dm)
+    return {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val_cert/")}
+
+
+@pytest.mark.slow
+def test_two_gloo_processes_equal_one(tmp_path: Path) -> None:
+    """5 samples (uneven shards over 2 ranks): every logged value equals the 1-process run."""
+    one = _validate(tmp_path / "one", 1)
+    two = _validate(tmp_path / "two", 2)
+    assert set(one) == set(two) and len(one) == 3 + 6 + 2 + 1
+    assert one["val_cert/frac_certified@tau=0.5,eps=0.0001"] > 0  # N = 300 certifies something
+    for k in one:
+        assert two[k] == pytest.approx(one[k], rel=1e-5, abs=1e-7), k

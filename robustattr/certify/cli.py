@@ -28,7 +28,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from robustattr.certify.smoothing import DEFAULT_EPS_GRID, DEFAULT_TAUS, UNSOUND_LABEL, UniformSmoothingCertifier
+from robustattr.certify.smoothing import (
+    DEFAULT_EPS_GRID,
+    DEFAULT_TAUS,
+    UNSOUND_LABEL,
+    UniformSmoothingCertifier,
+)
 
 NOT_CERTIFIED = "not certified"
 TSV = "certify.tsv"

@@ -24,7 +24,12 @@ from torch import Tensor, nn
 from robustattr.attributions.base import Attribution, check_inputs
 from robustattr.attributions.saliency import Saliency
 from robustattr.attributions.smoothing import sample_l2_ball
-from robustattr.certify.volumes import ArrayLike, _f64, nonoverlap_fraction, nonoverlap_fraction_inverse
+from robustattr.certify.volumes import (
+    ArrayLike,
+    _f64,
+    nonoverlap_fraction,
+    nonoverlap_fraction_inverse,
+)
 
 DEFAULT_EPS_GRID: tuple[float, ...] = (1e-5, 3e-5, 1e-4, 3e-4, 1e-3, 3e-3, 1e-2)
 DEFAULT_TAUS: tuple[float, ...] = (0.5, 0.8, 0.9, 0.95, 0.99)

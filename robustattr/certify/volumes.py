@@ -18,13 +18,12 @@ certificates, never inside a sampling loop.
 from __future__ import annotations
 
 import math
-from typing import Union
 
 import numpy as np
 import torch
 from scipy import special, stats
 
-ArrayLike = Union[float, int, np.ndarray, torch.Tensor, list, tuple]
+ArrayLike = float | int | np.ndarray | torch.Tensor | list | tuple
 
 
 def _f64(v: ArrayLike) -> np.ndarray:

@@ -120,6 +120,6 @@ class CertificationCallback(EvalSubsetCallback):
         import wandb
 
         med = torch.nan_to_num(results["cos_lower"].to(torch.float64), nan=-1.0).median(dim=0).values.cpu().tolist()
-        table = wandb.Table(data=[[e, c] for e, c in zip(self.eps_grid, med)], columns=["eps", "cos_lower_median"])
+        table = wandb.Table(data=[[e, c] for e, c in zip(self.eps_grid, med, strict=True)], columns=["eps", "cos_lower_median"])
         plot = wandb.plot.line(table, "eps", "cos_lower_median", title="certified cosine (median) vs eps")
         wb[0].experiment.log({f"{self.prefix}/cos_lower_curve": plot, "trainer/global_step": trainer.global_step})
