@@ -108,6 +108,9 @@ class AttributionRobustnessCallback(EvalSubsetCallback):
         num_samples: subset size (default 32). every_n_epochs: default 1.
         batch_size, seed, progress: see :class:`EvalSubsetCallback`.
         map_images: samples per attack shown by the :class:`AttributionMapLogger` (0: none).
+        explain: class explained and defended — ``"pred"`` (default, SPEC §0: the predicted
+            class; every sample is attacked, the attack must keep the prediction) or
+            ``"label"`` (misclassified samples are skipped and excluded from the means).
 
     Cost per validation: ``num_samples × Σ_attacks (steps × (1 double backward + 1 attribution
     + 1 forward))`` plus two attributions per sample for the metrics.
@@ -126,7 +129,11 @@ class AttributionRobustnessCallback(EvalSubsetCallback):
         seed: int = 0,
         progress: bool = True,
         map_images: int = 4,
+        explain: str = "pred",
     ) -> None:
+        if explain not in ("pred", "label"):
+            raise ValueError(f"explain must be 'pred' or 'label', got {explain!r}")
+        self.explain = explain
         super().__init__(num_samples=num_samples, every_n_epochs=every_n_epochs, batch_size=batch_size, seed=seed, progress=progress)
         self.attribution = _instantiate(attribution) if attribution is not None else Saliency()
         if attacks is None:
@@ -151,6 +158,9 @@ class AttributionRobustnessCallback(EvalSubsetCallback):
 
     def evaluate(self, pl_module: L.LightningModule, x: Tensor, y: Tensor, index: Tensor) -> dict[str, Tensor]:
         model = self._model(pl_module)
+        if self.explain == "pred":
+            with torch.no_grad():
+                y = model(x).argmax(1)
         seeds = index.to(torch.int64) + self.seed
         streams = RandomStreams(x, None, seeds)
         noise = attribution_noise(self.attribution, x, streams)
