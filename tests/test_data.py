@@ -203,3 +203,41 @@ def test_fake_imagefolder_loads_with_labels(tmp_path: Path) -> None:
     wrong = ImageFolderDataModule(data_dir=str(tmp_path), num_classes=5, num_workers=0)
     with pytest.raises(ValueError, match="num_classes"):
         wrong.setup()
+
+
+# --------------------------------------------------------------------------- download offline, configs
+
+
+@pytest.mark.parametrize("cls", [MNISTDataModule, CIFAR10DataModule, GTSRBDataModule], ids=lambda c: c.__name__)
+def test_download_true_offline_raises_clear_error(cls: type, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import urllib.request
+    from urllib.error import URLError
+
+    def offline(*args: object, **kwargs: object) -> None:
+        raise URLError("simulated: no network")
+
+    monkeypatch.setattr(urllib.request, "urlopen", offline)
+    dm = cls(data_dir=str(tmp_path), download=True)
+    with pytest.raises(DatasetNotFoundError) as info:
+        dm.prepare_data()
+    msg = str(info.value)
+    assert dm.name in msg and str(tmp_path) in msg and "download=True" in msg
+    assert info.value.__cause__ is None and info.value.__suppress_context__
+
+
+@pytest.mark.parametrize(
+    ("config", "dm_name", "k"),
+    [("mnist_smallcnn", "MNISTDataModule", 10), ("cifar10_resnet18", "CIFAR10DataModule", 10),
+     ("imagenet_resnet50", "ImageFolderDataModule", 1000)],
+)
+def test_configs_instantiate_and_link_data_statistics(config: str, dm_name: str, k: int) -> None:
+    from robustattr.cli import build_cli
+
+    path = Path(__file__).resolve().parent.parent / "configs" / f"{config}.yaml"
+    cli = build_cli(["--config", str(path), "--trainer.logger", "false"], run=False)
+    dm = cli.datamodule
+    assert type(dm).__name__ == dm_name and dm.download is False
+    norm = cli.model.model[0]
+    torch.testing.assert_close(norm.mean.flatten(), torch.tensor(dm.mean))
+    torch.testing.assert_close(norm.std.flatten(), torch.tensor(dm.std))
+    assert cli.model.model(torch.rand(1, dm.in_channels, dm.image_size, dm.image_size)).shape == (1, k)
