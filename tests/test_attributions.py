@@ -219,7 +219,7 @@ def test_create_graph_gradients_reach_every_parameter(key: str) -> None:
     loss = g.pow(2).sum()
     params = [p for p in model.parameters()]
     grads = torch.autograd.grad(loss, params, allow_unused=True)
-    for (name, _), gr in zip(model.named_parameters(), grads):
+    for (name, _), gr in zip(model.named_parameters(), grads, strict=True):
         if name == FINAL_BIAS:
             # ∇_x f_y does not depend on the last layer's bias: its gradient is exactly zero,
             # which autograd reports as "unused" (None).

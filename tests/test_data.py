@@ -171,7 +171,7 @@ def test_fake_imagefolder_loads_with_labels(tmp_path: Path) -> None:
     classes = ["ant", "bee", "cat"]
     colours = {}
     for split, n in (("train", 3), ("val", 2)):
-        for ci, c in enumerate(classes):
+        for c in classes:
             (tmp_path / split / c).mkdir(parents=True)
             for k in range(n):
                 arr = rng.integers(0, 256, size=(40, 48, 3), dtype=np.uint8)

@@ -7,7 +7,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from robustattr.models import Normalize, SmallCNN, TimmBackbone, build_model, replace_activation, softplus_surrogate
+from robustattr.models import (
+    Normalize,
+    SmallCNN,
+    TimmBackbone,
+    build_model,
+    replace_activation,
+    softplus_surrogate,
+)
 
 
 @pytest.mark.parametrize(("size", "channels", "flat"), [(28, 1, 64 * 4 * 4), (32, 3, 64 * 5 * 5)])
@@ -42,7 +49,7 @@ def test_replace_activation_shares_parameters_and_keeps_original() -> None:
     torch.manual_seed(0)
     model = build_model(SmallCNN(width=4, hidden=16), (0.3,), (0.3,)).eval()
     sur = replace_activation(model, nn.Softplus(beta=10.0))
-    for (n1, p1), (n2, p2) in zip(model.named_parameters(), sur.named_parameters()):
+    for (n1, p1), (n2, p2) in zip(model.named_parameters(), sur.named_parameters(), strict=True):
         assert n1 == n2 and p1.data_ptr() == p2.data_ptr() and p1 is p2
     assert sum(isinstance(m, nn.ReLU) for m in model.modules()) == 6
     assert not any(isinstance(m, nn.ReLU) for m in sur.modules())
@@ -85,7 +92,7 @@ def test_surrogate_approaches_original_as_beta_grows() -> None:
         ref = model(x)
         errs = [float((replace_activation(model, nn.Softplus(beta=b))(x) - ref).abs().max()) for b in (1, 10, 100, 1000)]
     assert errs[0] > 0
-    assert all(a > b for a, b in zip(errs, errs[1:])), errs
+    assert all(a > b for a, b in zip(errs, errs[1:], strict=False)), errs
     assert errs[-1] < 1e-2 * errs[0]
 
 

@@ -8,7 +8,12 @@ from typing import Any
 from torch.utils.data import Dataset
 
 from robustattr.data.common import BaseDataModule
-from robustattr.data.torchvision_sets import _DATA_ERRORS, _check_sizes, dataset_not_found, imagenet_transforms
+from robustattr.data.torchvision_sets import (
+    _DATA_ERRORS,
+    _check_sizes,
+    dataset_not_found,
+    imagenet_transforms,
+)
 
 
 class ImageFolderDataModule(BaseDataModule):
