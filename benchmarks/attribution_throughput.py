@@ -121,6 +121,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--steps", type=int, default=None, help="override m and n (default 50; quick 10)")
     p.add_argument("--chunk-steps", type=int, default=10, help="path points / noise draws per chunk")
     p.add_argument("--repeats", type=int, default=None, help="timed calls per library (default 3; quick 4)")
+    p.add_argument(
+        "--threads", type=int, default=None,
+        help="torch CPU threads (default: torch's; --quick: 1, which avoids oversubscription noise on a shared CPU)",
+    )
     p.add_argument("--out", type=Path, default=OUT)
     a = p.parse_args(argv)
     batch = a.batch or (8 if a.quick else 64)
@@ -128,6 +132,9 @@ def main(argv: list[str] | None = None) -> int:
     repeats = a.repeats or (4 if a.quick else 3)
     chunk = min(a.chunk_steps, steps)
     device = torch.device(a.device)
+    threads = a.threads or (1 if a.quick and device.type == "cpu" else None)
+    if threads is not None:
+        torch.set_num_threads(threads)
     if device.type == "cpu" and not a.quick and a.batch is None:
         print("note: the full setting (batch 64, m=n=50) takes tens of minutes on a small CPU; try --quick", flush=True)
     cases = []
