@@ -70,6 +70,7 @@ def run_case(
     with torch.no_grad():
         y = model(x).argmax(1)
     rows = chunk_steps * batch
+    ours_attr: IntegratedGradients | SmoothGrad
     if method == "ig":
         ours_attr = IntegratedGradients(steps=steps, method="riemann_right", internal_batch_size=rows)
         cap = CaptumIG(model)
@@ -156,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
         "platform": platform.platform(),
         "target": "ratio >= 1.0 (robustattr at least as fast as Captum)",
         "cases": cases,
-        "min_ratio": min(c["ratio"] for c in cases),
+        "min_ratio": min(float(c["ratio"]) for c in cases),  # type: ignore[arg-type]
     }
     a.out.parent.mkdir(parents=True, exist_ok=True)
     a.out.write_text(json.dumps(result, indent=2) + "\n")
