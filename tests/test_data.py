@@ -241,3 +241,24 @@ def test_configs_instantiate_and_link_data_statistics(config: str, dm_name: str,
     torch.testing.assert_close(norm.mean.flatten(), torch.tensor(dm.mean))
     torch.testing.assert_close(norm.std.flatten(), torch.tensor(dm.std))
     assert cli.model.model(torch.rand(1, dm.in_channels, dm.image_size, dm.image_size)).shape == (1, k)
+
+
+def test_fake_cifar10_trains_with_lightning_fast_dev_run(tmp_path: Path) -> None:
+    import lightning as L
+
+    from robustattr.lightning.module import RobustClassifier
+    from robustattr.models import SmallCNN
+
+    _write_fake_cifar(tmp_path / "data", 8, np.random.default_rng(2))
+    dm = CIFAR10DataModule(data_dir=str(tmp_path / "data"), val_fraction=0.25, batch_size=4)
+    torch.manual_seed(0)
+    model = RobustClassifier(SmallCNN(in_channels=3, input_size=32, width=4, hidden=8), num_classes=10,
+                             mean=dm.mean, std=dm.std)
+    trainer = L.Trainer(fast_dev_run=2, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                        enable_model_summary=False, accelerator="cpu", inference_mode=False,
+                        default_root_dir=str(tmp_path))
+    trainer.fit(model, datamodule=dm)
+    assert trainer.state.finished and trainer.global_step == 2
+    metrics = trainer.callback_metrics
+    assert torch.isfinite(metrics["train/loss"]) and torch.isfinite(metrics["val/loss"])
+    assert 0.0 <= float(metrics["val/acc"]) <= 1.0
