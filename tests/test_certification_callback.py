@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import lightning as L
@@ -78,10 +79,15 @@ def test_keys_in_offline_wandb_run(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     import wandb
 
     wandb.finish()
-    blobs = b"".join(p.read_bytes() for p in run_dir.rglob("*.wandb"))
-    assert b"val_cert/cos_lower@eps=0.001" in blobs
-    assert b"val_cert/eps_max@tau=0.9" in blobs
-    assert b"val_cert/cos_lower_curve" in blobs  # the rank-zero W&B plot
+    wanted = [b"val_cert/cos_lower@eps=0.001", b"val_cert/eps_max@tau=0.9", b"val_cert/cos_lower_curve"]  # last: the plot
+    deadline = time.time() + 60  # the W&B service process may still be writing the offline run file
+    while True:
+        blobs = b"".join(p.read_bytes() for p in run_dir.rglob("*.wandb"))
+        if all(w in blobs for w in wanted) or time.time() > deadline:
+            break
+        time.sleep(0.5)
+    for w in wanted:
+        assert w in blobs, w
 
 
 def test_inference_mode_is_refused(tmp_path: Path) -> None:
