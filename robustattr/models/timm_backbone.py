@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import timm
 from torch import nn
 
@@ -33,7 +35,7 @@ def timm_backbone(
     in_channels: int = 3,
     pretrained: bool = False,
     cifar_stem: bool = False,
-    **kwargs: object,
+    **kwargs: Any,
 ) -> nn.Module:
     """Create ``timm.create_model(name, ...)``; logits ``[B, num_classes]`` from ``[B, C, H, W]``.
 
