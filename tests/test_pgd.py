@@ -141,3 +141,9 @@ def test_seeded_noise_is_per_sample_and_batch_independent() -> None:
 def test_invalid_hyperparameters_raise(kwargs: dict, name: str) -> None:
     with pytest.raises(ValueError, match=name):
         PGD(**kwargs)
+
+
+def test_pgd_under_inference_mode_raises_clear_error(small_cnn: nn.Module, digits_batch) -> None:
+    x, y = digits_batch
+    with torch.inference_mode(), pytest.raises(RuntimeError, match="inference_mode"):
+        PGD(eps=0.1, step_size=0.05, steps=1)(small_cnn, x, y)

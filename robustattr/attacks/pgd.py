@@ -27,6 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from robustattr.attributions.base import ensure_grad_mode
 from robustattr.attributions.smoothing import sample_gaussian, sample_l2_ball, sample_linf_cube
 from robustattr.utils.rng import per_sample_noise
 
@@ -153,6 +154,7 @@ def projected_ascent(
     Returns:
         The last iterate, detached, in ``B_p(x, ε) ∩ [0,1]``.
     """
+    ensure_grad_mode()  # a clear error under Lightning's inference mode
     x = x.detach()
     z = project(start.detach(), x, eps, norm)
     for _ in range(steps):
