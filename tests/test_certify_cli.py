@@ -144,6 +144,9 @@ def test_invalid_arguments(demo_checkpoint: Path, tmp_path: Path, capsys: pytest
 
 
 def test_mode_bounds_dispatch(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    import robustattr.certify as pkg
+
+    monkeypatch.delattr(pkg, "bounds_report", raising=False)  # even if another test imported the real one
     monkeypatch.setitem(sys.modules, "robustattr.certify.bounds_report", None)  # import fails
     with pytest.raises(SystemExit) as exc:
         main(["--mode", "bounds", "--checkpoint", "x.ckpt"])
@@ -152,8 +155,6 @@ def test_mode_bounds_dispatch(monkeypatch: pytest.MonkeyPatch, capsys: pytest.Ca
     fake = types.ModuleType("robustattr.certify.bounds_report")
     fake.main = lambda argv: seen.append(argv) or {"ok": True}  # type: ignore[attr-defined]
     monkeypatch.setitem(sys.modules, "robustattr.certify.bounds_report", fake)
-    import robustattr.certify as pkg
-
     monkeypatch.setattr(pkg, "bounds_report", fake, raising=False)
     assert main(["--mode", "bounds", "--checkpoint", "x.ckpt", "--radius", "0.1"]) == {"ok": True}
     assert seen == [["--checkpoint", "x.ckpt", "--radius", "0.1"]]
