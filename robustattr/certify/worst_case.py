@@ -53,7 +53,16 @@ def smooth_model(model: nn.Module, surrogate_beta: float = 10.0) -> nn.Module:
     A model containing ``nn.ReLU`` has zero attribution Jacobian almost everywhere for
     saliency; it is replaced (with a ``UserWarning``) by its cached softplus surrogate
     ``Softplus(surrogate_beta)`` sharing the same weights. Smooth models are returned as is.
+    Max pooling is not smoothed (a ``UserWarning`` says so): its gradient is discontinuous.
     """
+    if any(isinstance(m, (nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d)) for m in model.modules()):
+        warnings.warn(
+            f"{type(model).__name__} uses max pooling: its input gradient jumps where a window's argmax "
+            "switches (the softplus surrogate does not smooth it), so first-order bounds can be exceeded "
+            "by attacks at any eps",
+            UserWarning,
+            stacklevel=3,
+        )
     if any(isinstance(m, nn.ReLU) for m in model.modules()):
         warnings.warn(
             f"{type(model).__name__} has ReLU activations (zero second derivatives); computing the "
