@@ -10,8 +10,8 @@ Conventions for degenerate maps (no NaN ever leaks into averages):
   (e.g. all zero) the rankings are identical → **1.0**; if exactly one is constant → **0.0**.
 * cosine similarity: both vectors zero → 1.0; exactly one zero → 0.0.
 * mass center of an all-zero map: the image centre ``((H−1)/2, (W−1)/2)``.
-* top-k / LENS / top-k-div: ties are broken by ``torch.topk``'s order (all-zero maps
-  select an arbitrary but deterministic set).
+* top-k / LENS / top-k-div: ties at the k-th value are broken arbitrarily but
+  deterministically (``numpy.argpartition`` on CPU, ``torch.topk`` elsewhere).
 
 Bad inputs raise ``ValueError`` naming the offending value: ``k`` outside ``[1, H·W]``,
 ``w`` even or < 1, maps of different shapes, NaN in a map.
@@ -57,8 +57,18 @@ def as_map(a: Tensor) -> Tensor:
     return a
 
 
+def _np(t: Tensor) -> np.ndarray:
+    """A CPU tensor as a numpy array (half/bfloat16 widened to float32)."""
+    t = t.detach()
+    if t.dtype not in (torch.float32, torch.float64, torch.bool):
+        t = t.to(torch.float32)
+    return t.numpy()
+
+
 def _check_nan(a: Tensor, name: str) -> None:
-    if torch.isnan(a).any():
+    # one reduction (NaN propagates through the sum) instead of an elementwise isnan pass
+    total = np.sum(_np(a)) if a.device.type == "cpu" else a.sum()  # numpy: no thread start-up
+    if bool(np.isnan(total) if a.device.type == "cpu" else torch.isnan(total)) and torch.isnan(a).any():
         bad = torch.nonzero(torch.isnan(a).flatten(1).any(1)).flatten().tolist()
         raise ValueError(f"{name} contains NaN (samples {bad[:8]})")
 
@@ -151,13 +161,6 @@ def _kendall_torch(a: Tensor, b: Tensor) -> Tensor:
     return num / torch.where(den > 0, den, torch.ones_like(den))
 
 
-def _kendall_scipy(a: Tensor, b: Tensor) -> Tensor:
-    """τ-b by a loop over rows calling scipy's O(n log n) C implementation (CPU)."""
-    an, bn = a.numpy(), b.numpy()
-    vals = [scipy.stats.kendalltau(an[i], bn[i]).statistic for i in range(an.shape[0])]
-    return torch.as_tensor(np.nan_to_num(np.asarray(vals, dtype=np.float64), nan=0.0))
-
-
 def kendall_tau(a: Tensor, b: Tensor, backend: str = "auto") -> Tensor:
     """Kendall τ-b between two maps per sample; ``[B, H, W] × [B, H, W] → [B]``.
 
@@ -177,13 +180,16 @@ def kendall_tau(a: Tensor, b: Tensor, backend: str = "auto") -> Tensor:
     a, b = check_pair(a, b)
     if backend not in ("auto", "torch", "scipy"):
         raise ValueError(f"backend must be 'auto', 'torch' or 'scipy', got {backend!r}")
+    use_scipy = backend == "scipy" or (backend == "auto" and a.device.type == "cpu")
+    if use_scipy:  # all in numpy: no torch CPU kernels (thread start-up) around scipy's C code
+        an = _np(a.cpu()).reshape(a.shape[0], -1).astype(np.float64)
+        bn = _np(b.cpu()).reshape(b.shape[0], -1).astype(np.float64)
+        tau = np.nan_to_num(np.array([scipy.stats.kendalltau(an[i], bn[i]).statistic for i in range(an.shape[0])]), nan=0.0)
+        ca, cb = (an == an[:, :1]).all(1), (bn == bn[:, :1]).all(1)
+        tau = np.where(ca & cb, 1.0, np.where(ca ^ cb, 0.0, tau))
+        return torch.from_numpy(tau.astype(np.float32)).to(a.device)
     fa, fb = a.flatten(1).to(torch.float64), b.flatten(1).to(torch.float64)
-    use_scipy = backend == "scipy" or (backend == "auto" and fa.device.type == "cpu")
-    if use_scipy:
-        tau = _kendall_scipy(fa.detach().cpu(), fb.detach().cpu()).to(fa.device)
-    else:
-        tau = _kendall_torch(fa, fb)
-    return _rank_degenerate(fa, fb, tau).to(torch.float32)
+    return _rank_degenerate(fa, fb, _kendall_torch(fa, fb)).to(torch.float32)
 
 
 def _average_ranks(v: Tensor) -> Tensor:
@@ -247,34 +253,60 @@ def spearman(a: Tensor, b: Tensor) -> Tensor:
 
 
 # ---- top-k and LENS ------------------------------------------------------------------
-def topk_mask(a: Tensor, k: int) -> Tensor:
-    """``T_k(a)`` as a bool mask ``[B, H, W]`` (the k largest pixels of each map)."""
-    a = as_map(a)
-    _check_nan(a, "map")
-    _check_k(k, a.shape[1] * a.shape[2])
+def _count(mask: Tensor) -> Tensor:
+    """``Σ`` over all but the batch dimension of a bool mask, as float32 ``[B]``."""
+    if mask.device.type == "cpu":
+        return torch.from_numpy(np.count_nonzero(mask.flatten(1).numpy(), axis=1).astype(np.float32))
+    return mask.flatten(1).sum(1).to(torch.float32)
+
+
+def _topk_mask(a: Tensor, k: int) -> Tensor:
     flat = a.flatten(1)
+    if flat.device.type == "cpu":
+        # numpy's O(n) argpartition is much faster than torch.topk on CPU for large k
+        arr = _np(flat)
+        idx_np = np.argpartition(-arr, k - 1, axis=1)[:, :k]
+        mask_np = np.zeros(arr.shape, dtype=bool)
+        np.put_along_axis(mask_np, idx_np, True, axis=1)
+        return torch.from_numpy(mask_np).view(a.shape)
     idx = flat.topk(k, dim=1).indices
     mask = torch.zeros_like(flat, dtype=torch.bool).scatter_(1, idx, True)
     return mask.view_as(a)
 
 
+def topk_mask(a: Tensor, k: int) -> Tensor:
+    """``T_k(a)`` as a bool mask ``[B, H, W]`` (the k largest pixels of each map; O(n) selection)."""
+    a = as_map(a)
+    _check_nan(a, "map")
+    _check_k(k, a.shape[1] * a.shape[2])
+    return _topk_mask(a, k)
+
+
 def dilate(mask: Tensor, w: int) -> Tensor:
     """``N_w(S)``: 2-D dilation of a bool mask ``[B, H, W]`` by a w×w square (no wrap-around).
 
-    Max-pooling with stride 1 and ``w//2`` padding; the padding never wraps across rows or
-    image borders.
+    Separable: OR of the mask shifted by ``1..w//2`` pixels along columns, then along rows;
+    shifts drop what falls off the image, so nothing wraps across rows or borders (the same
+    set as a stride-1 w×w max-pool with ``w//2`` padding).
     """
     _check_w(w)
-    if w == 1:
-        return mask.clone()
-    out = F.max_pool2d(mask.unsqueeze(1).to(torch.float32), kernel_size=w, stride=1, padding=w // 2)
-    return out.squeeze(1) > 0.5
+    r = w // 2
+    cols = mask.clone()
+    for s in range(1, r + 1):
+        cols[..., s:] |= mask[..., :-s]
+        cols[..., :-s] |= mask[..., s:]
+    out = cols.clone()
+    for s in range(1, r + 1):
+        out[..., s:, :] |= cols[..., :-s, :]
+        out[..., :-s, :] |= cols[..., s:, :]
+    return out
 
 
 def topk_intersection(a: Tensor, b: Tensor, k: int) -> Tensor:
     """``|T_k(a) ∩ T_k(b)| / k`` per sample; ``[B, H, W] × [B, H, W] → [B]`` in [0, 1]."""
     a, b = check_pair(a, b)
-    return (topk_mask(a, k) & topk_mask(b, k)).flatten(1).sum(1).to(torch.float32) / k
+    _check_k(k, a.shape[1] * a.shape[2])
+    return _count(_topk_mask(a, k) & _topk_mask(b, k)) / k
 
 
 def lens_topk(a: Tensor, b: Tensor, k: int, w: int = 3) -> tuple[Tensor, Tensor]:
@@ -285,9 +317,10 @@ def lens_topk(a: Tensor, b: Tensor, k: int, w: int = 3) -> tuple[Tensor, Tensor]
     """
     a, b = check_pair(a, b)
     _check_w(w)
-    ta, tb = topk_mask(a, k), topk_mask(b, k)
-    fwd = (dilate(ta, w) & tb).flatten(1).sum(1).to(torch.float32) / k
-    bwd = (ta & dilate(tb, w)).flatten(1).sum(1).to(torch.float32) / k
+    _check_k(k, a.shape[1] * a.shape[2])
+    ta, tb = _topk_mask(a, k), _topk_mask(b, k)
+    fwd = _count(dilate(ta, w) & tb) / k
+    bwd = _count(ta & dilate(tb, w)) / k
     return fwd, bwd
 
 
