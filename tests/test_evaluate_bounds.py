@@ -102,3 +102,17 @@ def test_report_writes_tsv_json_png(softplus_digits, tmp_path: Path, monkeypatch
     assert (out / "bounds_hist.png").stat().st_size > 1000
     with open(out / "bounds_samples.tsv") as f:
         assert len(f.readlines()) == 1 + 2 * 4
+
+
+@pytest.mark.slow
+def test_linf_protocol_with_ifia_topk(softplus_digits) -> None:  # type: ignore[no-untyped-def]
+    model, x, y = softplus_digits
+    ev = evaluate_bounds(model, Saliency(), x[:4], y[:4], eps=0.01, norm="linf", attack_repeats=1, attack_steps=10, topk=50)
+    s, t = ev.summary(), ev.tensors
+    keep = ~t["skipped"]
+    assert s["n"] >= 3
+    # ℓ∞ T_e = ε·min(sqrt(Σ|P_ij|), √d ξ_max) ≥ ε·ξ_max·1 (ℓ∞ ball ⊃ ℓ2 ball of radius ε)
+    assert torch.all(t["T_e"][keep] >= 0.01 * t["xi_max"][keep] * (1 - 1e-6))
+    assert torch.all(t["T_e"][keep] <= 0.01 * 28 * t["xi_max"][keep] * (1 + 1e-6))
+    # the loose ℓ∞ bound holds for the IFIA top-k attack (seed 001 Table 2: none outside)
+    assert s["frac_outside_T_e"] == 0.0, (t["dist_max"][keep], t["T_e"][keep])
