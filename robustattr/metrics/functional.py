@@ -265,7 +265,8 @@ def _topk_mask(a: Tensor, k: int) -> Tensor:
     if flat.device.type == "cpu":
         # numpy's O(n) argpartition is much faster than torch.topk on CPU for large k
         arr = _np(flat)
-        idx_np = np.argpartition(-arr, k - 1, axis=1)[:, :k]
+        n = arr.shape[1]
+        idx_np = np.argpartition(arr, n - k, axis=1)[:, n - k :]  # the k largest, no negated copy
         mask_np = np.zeros(arr.shape, dtype=bool)
         np.put_along_axis(mask_np, idx_np, True, axis=1)
         return torch.from_numpy(mask_np).view(a.shape)
@@ -291,6 +292,17 @@ def dilate(mask: Tensor, w: int) -> Tensor:
     """
     _check_w(w)
     r = w // 2
+    if mask.device.type == "cpu":  # same shifts in numpy (no torch CPU kernel launch per shift)
+        m = _np(mask).astype(bool, copy=False)
+        c = m.copy()
+        for s in range(1, r + 1):
+            c[..., s:] |= m[..., :-s]
+            c[..., :-s] |= m[..., s:]
+        o = c.copy()
+        for s in range(1, r + 1):
+            o[..., s:, :] |= c[..., :-s, :]
+            o[..., :-s, :] |= c[..., s:, :]
+        return torch.from_numpy(o)
     cols = mask.clone()
     for s in range(1, r + 1):
         cols[..., s:] |= mask[..., :-s]
