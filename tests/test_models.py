@@ -125,3 +125,16 @@ def test_normalize_layer_and_build_model() -> None:
     model = build_model(lin, mean, std)
     torch.testing.assert_close(model(x), lin(ref))
     torch.testing.assert_close(F.softmax(model(x), 1).sum(1), torch.ones(2))
+
+
+def test_small_cnn_pool_option() -> None:
+    import torch.nn as nn
+
+    from robustattr.models import SmallCNN
+
+    avg = SmallCNN(pool="avg")
+    assert not any(isinstance(m, nn.MaxPool2d) for m in avg.modules())
+    assert sum(isinstance(m, nn.AvgPool2d) for m in avg.modules()) == 2
+    assert avg(torch.rand(2, 1, 28, 28)).shape == (2, 10)
+    with pytest.raises(ValueError, match="pool"):
+        SmallCNN(pool="median")

@@ -22,6 +22,9 @@ class SmallCNN(nn.Module):
         input_size: H (= W) of the input; 28 for MNIST-shaped data, 32 for CIFAR.
         width: channels of the first two convolutions (the last two use ``2 * width``).
         hidden: width of the two hidden fully connected layers.
+        pool: ``"max"`` (the paper's network) or ``"avg"``. The softplus surrogate smooths
+            activations but not max-pooling, so worst-case deviation bounds (first-order
+            estimates) are routinely exceeded on max-pool networks; use ``"avg"`` for bound studies.
 
     Returns logits ``[B, K]``. No BatchNorm, so DDP gradients are exactly per-sample sums.
     """
@@ -33,16 +36,20 @@ class SmallCNN(nn.Module):
         input_size: int = 28,
         width: int = 32,
         hidden: int = 200,
+        pool: str = "max",
     ) -> None:
         super().__init__()
+        if pool not in ("max", "avg"):
+            raise ValueError(f"pool must be 'max' or 'avg', got {pool!r}")
         s = _spatial_after(input_size)
+        Pool = nn.MaxPool2d if pool == "max" else nn.AvgPool2d
         self.features = nn.Sequential(
             nn.Conv2d(in_channels, width, 3), nn.ReLU(),
             nn.Conv2d(width, width, 3), nn.ReLU(),
-            nn.MaxPool2d(2),
+            Pool(2),
             nn.Conv2d(width, 2 * width, 3), nn.ReLU(),
             nn.Conv2d(2 * width, 2 * width, 3), nn.ReLU(),
-            nn.MaxPool2d(2),
+            Pool(2),
         )
         self.classifier = nn.Sequential(
             nn.Flatten(),
