@@ -29,7 +29,15 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from robustattr.losses import ARTLoss, IGNormLoss, IGRLoss, PGDAdversarialLoss, SSRLoss, StandardLoss, TRADESLoss
+from robustattr.losses import (
+    ARTLoss,
+    IGNormLoss,
+    IGRLoss,
+    PGDAdversarialLoss,
+    SSRLoss,
+    StandardLoss,
+    TRADESLoss,
+)
 
 
 def objectives(S: int, m: int, approx: int, m_in: int, K: int) -> dict[str, tuple[object, float]]:

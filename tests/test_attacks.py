@@ -97,8 +97,8 @@ def test_l2_attack_relu_uses_surrogate_and_smoothed_crn(softplus_digits) -> None
     r2 = attack(relu, x[:2], y[:2], sample_seeds=seeds[:2])
     assert torch.allclose(r2.criterion, r.criterion[:2], atol=1e-5)
     # the reported criterion is the CRN distance with the per-sample noise draw (independent loop)
-    from robustattr.utils import per_sample_noise
     from robustattr.attributions import sample_l2_ball
+    from robustattr.utils import per_sample_noise
 
     noise = per_sample_noise(sample_l2_ball, seeds, 4, tuple(x.shape[1:]), "cpu", radius=0.3)
     def smooth(z: torch.Tensor) -> torch.Tensor:
@@ -149,7 +149,13 @@ def _saliency_map(model: nn.Module, z: torch.Tensor, y: torch.Tensor) -> torch.T
 
 @pytest.mark.parametrize("name", ["topk", "lens_topk", "mass_center", "targeted", "random_sign"])
 def test_ifia_attacks_improve_criterion(softplus_digits, name: str) -> None:  # type: ignore[no-untyped-def]
-    from robustattr.attacks import LENSTopKAttack, MassCenterAttack, RandomSignAttack, TargetedAttack, TopKAttack
+    from robustattr.attacks import (
+        LENSTopKAttack,
+        MassCenterAttack,
+        RandomSignAttack,
+        TargetedAttack,
+        TopKAttack,
+    )
 
     model, x, y = softplus_digits
     x, y = x[:4], y[:4]

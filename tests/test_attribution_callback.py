@@ -14,7 +14,11 @@ import yaml
 
 from robustattr.attacks import TopKAttack
 from robustattr.attributions import Saliency
-from robustattr.lightning import AttributionMapLogger, AttributionRobustnessCallback, RobustClassifier
+from robustattr.lightning import (
+    AttributionMapLogger,
+    AttributionRobustnessCallback,
+    RobustClassifier,
+)
 from robustattr.metrics import KendallTau
 
 REPO = Path(__file__).resolve().parents[1]

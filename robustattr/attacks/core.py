@@ -25,6 +25,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from robustattr.attacks.pgd import ascent_direction, project
 from robustattr.attributions.base import Attribution
 from robustattr.attributions.smoothing import sample_l2_ball, sample_linf_cube
 from robustattr.models.activation import softplus_surrogate
@@ -49,22 +50,6 @@ class AttackResult:
     success: Tensor
     skipped_misclassified: Tensor
     criterion: Tensor
-
-
-def project(x_adv: Tensor, x: Tensor, eps: float, norm: str) -> Tensor:
-    """Project onto ``B_p(x, ε) ∩ [0, 1]``; ``[B, C, H, W]``.
-
-    ℓ∞: clamp ``δ`` to ``[−ε, ε]`` then the pixels to ``[0, 1]`` (exact projection: both are boxes).
-    ℓ2: rescale ``δ`` to norm ≤ ε, then clamp to ``[0, 1]``; clamping moves every coordinate
-    of ``δ`` towards 0, so the result stays inside the ball.
-    """
-    delta = x_adv - x
-    if norm == "linf":
-        delta = delta.clamp(-eps, eps)
-    else:
-        n = delta.flatten(1).norm(dim=1).clamp_min(1e-12).view(-1, *([1] * (x.dim() - 1)))
-        delta = delta * torch.clamp(eps / n, max=1.0)
-    return (x + delta).clamp(0.0, 1.0)
 
 
 class RandomStreams:
@@ -210,10 +195,7 @@ class ProjectedAscentAttack:
         return new > old if self.criterion_sense == "max" else new < old
 
     def _step(self, grad: Tensor) -> Tensor:
-        if self.norm == "linf":
-            return grad.sign()
-        n = grad.flatten(1).norm(dim=1).view(-1, *([1] * (grad.dim() - 1)))
-        return grad / n.clamp_min(1e-12)
+        return ascent_direction(grad, self.norm)
 
     def _random_start(self, x: Tensor, streams: RandomStreams) -> Tensor:
         shape = tuple(x.shape[1:])

@@ -28,7 +28,12 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from robustattr.attacks.core import ProjectedAscentAttack, RandomStreams, attribution_noise, attribution_with_noise
+from robustattr.attacks.core import (
+    ProjectedAscentAttack,
+    RandomStreams,
+    attribution_noise,
+    attribution_with_noise,
+)
 from robustattr.attributions.base import Attribution
 from robustattr.metrics import functional as RF
 

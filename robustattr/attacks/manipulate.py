@@ -18,7 +18,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from robustattr.attacks.core import AttackResult, RandomStreams, attribution_noise, attribution_with_noise, project
+from robustattr.attacks.core import (
+    AttackResult,
+    RandomStreams,
+    attribution_noise,
+    attribution_with_noise,
+    project,
+)
 from robustattr.attacks.ifia import _normalised_map
 from robustattr.attributions.base import Attribution
 from robustattr.models.activation import replace_activation

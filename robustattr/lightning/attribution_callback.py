@@ -25,7 +25,12 @@ import lightning as L
 import torch
 from torch import Tensor, nn
 
-from robustattr.attacks.core import ProjectedAscentAttack, RandomStreams, attribution_noise, attribution_with_noise
+from robustattr.attacks.core import (
+    ProjectedAscentAttack,
+    RandomStreams,
+    attribution_noise,
+    attribution_with_noise,
+)
 from robustattr.attacks.ifia import TopKAttack
 from robustattr.attacks.manipulate import ManipulateAttack
 from robustattr.attributions import Saliency

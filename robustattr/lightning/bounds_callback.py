@@ -11,7 +11,12 @@ from torch import Tensor
 
 from robustattr.attributions import Saliency, sample_gaussian
 from robustattr.attributions.base import Attribution
-from robustattr.certify.worst_case import FULL_JACOBIAN_LIMIT, smooth_model, top_singular, worst_case_bounds
+from robustattr.certify.worst_case import (
+    FULL_JACOBIAN_LIMIT,
+    smooth_model,
+    top_singular,
+    worst_case_bounds,
+)
 from robustattr.lightning.eval_base import EvalSubsetCallback
 from robustattr.utils import per_sample_noise
 

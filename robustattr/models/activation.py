@@ -59,7 +59,7 @@ def replace_activation(
     return surrogate
 
 
-_CACHE: "weakref.WeakKeyDictionary[nn.Module, dict[float, nn.Module]]" = weakref.WeakKeyDictionary()
+_CACHE: weakref.WeakKeyDictionary[nn.Module, dict[float, nn.Module]] = weakref.WeakKeyDictionary()
 
 
 def softplus_surrogate(model: nn.Module, beta: float = 10.0) -> nn.Module:
