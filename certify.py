@@ -1,6 +1,6 @@
 """Certify a checkpoint: ``python certify.py --checkpoint outputs/…/last.ckpt --output outputs/certify``.
 
-See ``docs/certification.md`` (``--help`` lists every option).
+See README.md, section "Certified attribution robustness" (``--help`` lists every option).
 """
 
 from robustattr.certify.cli import main

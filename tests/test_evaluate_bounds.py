@@ -24,7 +24,7 @@ def softplus_digits() -> tuple[nn.Module, torch.Tensor, torch.Tensor]:
 
     Average pooling, not max pooling: the softplus surrogate does not smooth max pooling, whose
     gradient jumps when a window's argmax switches, so attacks exceed first-order estimates on
-    max-pool networks for any ε (see docs/bounds.md).
+    max-pool networks for any ε (see README.md, section "Worst-case attribution deviation bounds").
     """
     from robustattr.data import DigitsDataModule
     from robustattr.models import SmallCNN, build_model, replace_activation
