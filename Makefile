@@ -26,8 +26,10 @@ test: $(STAMP)
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -q -m "not slow"
 
+# CPU-sized benchmarks by default; `make bench BENCH_ARGS=` runs the full sizes (meant for a GPU).
+BENCH_ARGS ?= --quick
 bench: $(STAMP)
-	$(BIN)/python benchmarks/run_all.py
+	$(BIN)/python benchmarks/run_all.py $(BENCH_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check robustattr tests benchmarks train.py certify.py
