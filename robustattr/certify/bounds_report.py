@@ -75,8 +75,7 @@ def _load(checkpoint: str, config: str | None, split: str, num_samples: int, see
     module, dm = load_classifier(checkpoint, config, map_location=device)
     if dm is None:
         raise ValueError(f"{checkpoint}: no datamodule in the config; pass --config")
-    dm.setup()
-    ds = {"train": dm.train_set, "val": dm.val_set, "test": dm.test_set}[split]
+    ds = dm.split(split)  # sets up the stage the split belongs to
     g = torch.Generator().manual_seed(seed)
     idx = torch.randperm(len(ds), generator=g)[: min(num_samples, len(ds))].sort().values
     x = torch.stack([ds[int(i)][0] for i in idx]).to(device)

@@ -231,8 +231,7 @@ def certify_checkpoint(
     module, dm = load_classifier(checkpoint, config, map_location=device)
     if dm is None:
         raise SystemExit("the checkpoint has no data configuration: pass --config <experiment.yaml>")
-    dm.setup("validate")
-    dataset = getattr(dm, f"{split}_set")
+    dataset = dm.split(split)  # sets up the stage the split belongs to
     model = getattr(module, "model", module).eval()
     output = Path(output)
     output.mkdir(parents=True, exist_ok=True)
