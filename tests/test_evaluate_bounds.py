@@ -116,3 +116,56 @@ def test_linf_protocol_with_ifia_topk(softplus_digits) -> None:  # type: ignore[
     assert torch.all(t["T_e"][keep] <= 0.01 * 28 * t["xi_max"][keep] * (1 + 1e-6))
     # the loose ℓ∞ bound holds for the IFIA top-k attack (seed 001 Table 2: none outside)
     assert s["frac_outside_T_e"] == 0.0, (t["dist_max"][keep], t["T_e"][keep])
+
+
+def test_smooth_pool_surrogate_keeps_maxpool_network_inside_generalised_bound() -> None:
+    """A max-pool ReLU SmallCNN: with max-pooling also smoothed (SmoothMaxPool2d) no attacked sample
+    leaves T'_e at ε = 0.05, although ReLU→Softplus alone does not make max-pool networks smooth."""
+    import warnings
+
+    from robustattr.data import DigitsDataModule
+    from robustattr.models import SmallCNN, build_model, softplus_surrogate
+
+    torch.manual_seed(0)
+    dm = DigitsDataModule(batch_size=64)
+    dm.setup()
+    model = build_model(SmallCNN(width=8, hidden=64), dm.mean, dm.std)  # max pooling, ReLU
+    opt = torch.optim.Adam(model.parameters(), lr=2e-3)
+    g = torch.Generator().manual_seed(0)
+    for _ in range(2):
+        for xb, yb in torch.utils.data.DataLoader(dm.train_set, batch_size=64, shuffle=True, generator=g):
+            opt.zero_grad()
+            F.cross_entropy(model(xb), yb).backward()
+            opt.step()
+    model.eval()
+    x = torch.stack([dm.val_set[i][0] for i in range(8)])
+    y = torch.tensor([int(dm.val_set[i][1]) for i in range(8)])
+    sur = softplus_surrogate(model, 10.0, smooth_pool=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the surrogate is smooth: no ReLU / max-pool warning
+        ev = evaluate_bounds(sur, Saliency(), x, y, eps=0.05, norm="l2", attack_repeats=2, attack_steps=20, batch_size=8)
+    s = ev.summary()
+    assert s["n"] >= 6
+    assert s["frac_outside_T_e_prime"] == 0.0, (ev.tensors["dist_max"], ev.tensors["T_e_prime"])
+    assert s["T_hat_e"] > 0.1 * s["T_e"]
+
+
+def test_report_smooth_pool_flag(softplus_digits, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
+    """``--smooth-pool`` hands evaluate_bounds the surrogate with SmoothMaxPool2d instead of max-pooling."""
+    from robustattr.models import SmallCNN, SmoothMaxPool2d, build_model
+
+    _, x, y = softplus_digits
+    maxpool_model = build_model(SmallCNN(width=4, hidden=8), (0.3,), (0.3,)).eval()
+    monkeypatch.setattr(bounds_report, "_load", lambda *a, **k: (maxpool_model, x[:2], y[:2], torch.arange(2)))
+    seen: list[nn.Module] = []
+    real = bounds_report.evaluate_bounds
+
+    def spy(model, *args, **kwargs):  # type: ignore[no-untyped-def]
+        seen.append(model)
+        return real(model, *args, **kwargs)
+
+    monkeypatch.setattr(bounds_report, "evaluate_bounds", spy)
+    bounds_report.main(["--checkpoint", "a.ckpt", "--eps", "0.05", "--attribution", "saliency", "--attack-repeats", "1",
+                        "--attack-steps", "2", "--smooth-pool", "--output", str(tmp_path / "b")])
+    assert seen and not any(isinstance(m, (nn.MaxPool2d, nn.ReLU)) for m in seen[0].modules())
+    assert any(isinstance(m, SmoothMaxPool2d) for m in seen[0].modules())

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -138,3 +140,44 @@ def test_small_cnn_pool_option() -> None:
     assert avg(torch.rand(2, 1, 28, 28)).shape == (2, 10)
     with pytest.raises(ValueError, match="pool"):
         SmallCNN(pool="median")
+
+
+def test_smooth_maxpool_bounds_and_gradient() -> None:
+    """Log-mean-exp pooling: max − log(n)/β ≤ y ≤ max (F.max_pool2d reference); gradient = window softmax."""
+    from robustattr.models import SmoothMaxPool2d
+
+    torch.manual_seed(0)
+    x = torch.randn(2, 3, 9, 9, dtype=torch.float64)
+    for k, s, p in [(2, 2, 0), (3, 2, 1), (3, 1, 0)]:
+        ref = F.max_pool2d(x, k, s, p)
+        for beta in (5.0, 50.0, 500.0):
+            y = SmoothMaxPool2d(k, s, p, beta=beta)(x)
+            assert y.shape == ref.shape
+            n = k * k
+            assert torch.all(y <= ref + 1e-12)
+            # with padding, border windows hold fewer real entries: the gap is still ≤ log(n)/β
+            assert torch.all(y >= ref - math.log(n) / beta - 1e-12)
+    # gradient of one output w.r.t. its 2x2 window is the softmax of β·window (explicit formula)
+    xr = x.clone().requires_grad_(True)
+    beta = 7.0
+    y = SmoothMaxPool2d(2, beta=beta)(xr)
+    (g,) = torch.autograd.grad(y[0, 0, 1, 2], xr)
+    win = x[0, 0, 2:4, 4:6]
+    expected = torch.softmax(beta * win.flatten(), 0).view(2, 2)
+    assert torch.allclose(g[0, 0, 2:4, 4:6], expected, atol=1e-12)
+    assert g.abs().sum() == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="beta"):
+        SmoothMaxPool2d(2, beta=0.0)
+
+
+def test_softplus_surrogate_smooth_pool_shares_weights() -> None:
+    from robustattr.models import SmallCNN, SmoothMaxPool2d, build_model, softplus_surrogate
+
+    model = build_model(SmallCNN(width=4, hidden=8), (0.5,), (0.5,))
+    sur = softplus_surrogate(model, 10.0, smooth_pool=True)
+    assert sur is softplus_surrogate(model, 10.0, smooth_pool=True)  # cached per (β, option)
+    assert softplus_surrogate(model, 10.0) is not sur
+    assert not any(isinstance(m, (nn.ReLU, nn.MaxPool2d)) for m in sur.modules())
+    assert sum(isinstance(m, SmoothMaxPool2d) for m in sur.modules()) == 2
+    assert all(a is b for a, b in zip(model.parameters(), sur.parameters(), strict=True))
+    assert any(isinstance(m, nn.MaxPool2d) for m in model.modules())  # the original is unchanged

@@ -25,6 +25,7 @@ import torch
 from robustattr.attributions import InputXGradient, IntegratedGradients, Saliency
 from robustattr.attributions.base import Attribution
 from robustattr.certify.evaluate_bounds import BoundsEvaluation, evaluate_bounds
+from robustattr.models.activation import softplus_surrogate
 
 ATTRIBUTIONS = ("saliency", "ixg", "ig")
 COLUMNS = (
@@ -62,6 +63,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--topk", type=int, default=100, help="k of the IFIA top-k attack")
     p.add_argument("--iters", type=int, default=100, help="max Lanczos steps")
     p.add_argument("--surrogate-beta", type=float, default=10.0)
+    p.add_argument("--smooth-pool", action="store_true",
+                   help="also replace max-pooling by log-mean-exp pooling (SmoothMaxPool2d) in the surrogate")
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cpu")
@@ -129,6 +132,8 @@ def main(argv: list[str] | None = None) -> dict:
     sample_rows: list[list[str]] = []
     for name, ckpt in zip(names, args.checkpoint):
         model, x, y, idx = _load(ckpt, args.config, args.split, args.num_samples, args.seed, args.device)
+        if args.smooth_pool:
+            model = softplus_surrogate(model, args.surrogate_beta, smooth_pool=True)
         for aname in args.attribution:
             attr = make_attribution(aname, args.ig_steps)
             for norm in args.norm:

@@ -7,12 +7,64 @@ quantities run on ``Softplus(beta)`` surrogates (SPEC §0); reported metrics use
 from __future__ import annotations
 
 import copy
+import math
 import weakref
 
-from torch import nn
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
 
 #: Activation module types that ``replace_activation`` swaps by default.
 DEFAULT_ACTIVATIONS: tuple[type[nn.Module], ...] = (nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.GELU, nn.SiLU, nn.ELU)
+
+
+class SmoothMaxPool2d(nn.Module):
+    """Log-mean-exp pooling, a smooth surrogate of ``nn.MaxPool2d``.
+
+    ``y = (1/β) · log( (1/n) Σ_{i∈window} exp(β x_i) )`` with n = k² window entries, so
+    ``max − log(n)/β ≤ y ≤ max`` and ``y → max`` as ``β → ∞``; unlike max-pooling its input
+    gradient (a softmax over the window) is continuous, so second-order quantities and
+    first-order bounds are meaningful. ``[B, C, H, W] → [B, C, H', W']`` with the same output
+    size as the max-pool it replaces (padding uses −∞, i.e. contributes nothing).
+
+    Args:
+        kernel_size, stride, padding: as in ``nn.MaxPool2d`` (``dilation=1``, ``ceil_mode=False``).
+        beta: sharpness β > 0.
+    """
+
+    def __init__(self, kernel_size: int | tuple[int, int], stride: int | tuple[int, int] | None = None,
+                 padding: int | tuple[int, int] = 0, beta: float = 10.0) -> None:
+        super().__init__()
+        if beta <= 0:
+            raise ValueError(f"beta must be > 0, got {beta}")
+        self.kernel_size = kernel_size
+        self.stride = stride if stride is not None else kernel_size
+        self.padding = padding
+        self.beta = beta
+
+    @classmethod
+    def from_maxpool(cls, pool: nn.MaxPool2d, beta: float) -> SmoothMaxPool2d:
+        """Same window as ``pool``; refuses the options it cannot reproduce."""
+        if pool.dilation not in (1, (1, 1)) or pool.ceil_mode or pool.return_indices:
+            raise ValueError("SmoothMaxPool2d supports dilation=1, ceil_mode=False, return_indices=False only")
+        return cls(pool.kernel_size, pool.stride, pool.padding, beta)
+
+    def forward(self, x: Tensor) -> Tensor:
+        B, C, H, W = x.shape
+        k = nn.modules.utils._pair(self.kernel_size)
+        s = nn.modules.utils._pair(self.stride)
+        p = nn.modules.utils._pair(self.padding)
+        if any(p):
+            x = F.pad(x, (p[1], p[1], p[0], p[0]), value=-math.inf)
+        cols = F.unfold(x.reshape(B * C, 1, x.shape[2], x.shape[3]), k, stride=s)  # [B·C, k², L]
+        n = k[0] * k[1]
+        y = (torch.logsumexp(self.beta * cols, dim=1) - math.log(n)) / self.beta
+        Ho = (H + 2 * p[0] - k[0]) // s[0] + 1
+        Wo = (W + 2 * p[1] - k[1]) // s[1] + 1
+        return y.view(B, C, Ho, Wo)
+
+    def extra_repr(self) -> str:
+        return f"kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}, beta={self.beta}"
 
 
 def _is_activation(module: nn.Module, types: tuple[type[nn.Module], ...]) -> bool:
@@ -62,21 +114,40 @@ def replace_activation(
 _CACHE: weakref.WeakKeyDictionary[nn.Module, dict[float, nn.Module]] = weakref.WeakKeyDictionary()
 
 
-def softplus_surrogate(model: nn.Module, beta: float = 10.0) -> nn.Module:
-    """Cached ``replace_activation(model, nn.Softplus(beta))`` (built once per model and β).
+def softplus_surrogate(model: nn.Module, beta: float = 10.0, smooth_pool: bool = False) -> nn.Module:
+    """Cached ``replace_activation(model, nn.Softplus(beta))`` (built once per model, β and option).
 
     The surrogate shares weights, so the cache stays valid across optimizer steps; its
-    train/eval mode is synchronised with ``model`` on every call. If ``model`` has no ReLU
-    (it is already smooth), ``model`` itself is returned.
+    train/eval mode is synchronised with ``model`` on every call. With ``smooth_pool=True``
+    every ``nn.MaxPool2d`` is also replaced by :class:`SmoothMaxPool2d` (same β), which makes
+    max-pool networks smooth (SPEC §0 swaps only activations, hence off by default). If
+    nothing needs replacing, ``model`` itself is returned.
     """
     if beta <= 0:
         raise ValueError(f"softplus beta must be > 0, got {beta}")
     per_model = _CACHE.setdefault(model, {})
-    sur = per_model.get(beta)
+    key = (beta, smooth_pool)
+    sur = per_model.get(key)
     if sur is None:
-        if not any(isinstance(m, nn.ReLU) for m in model.modules()):
+        has_relu = any(isinstance(m, nn.ReLU) for m in model.modules())
+        has_pool = smooth_pool and any(isinstance(m, nn.MaxPool2d) for m in model.modules())
+        if not (has_relu or has_pool):
             return model
-        sur = replace_activation(model, nn.Softplus(beta=beta))
-        per_model[beta] = sur
+        sur = replace_activation(model, nn.Softplus(beta=beta)) if has_relu else model
+        if has_pool:
+            sur = _replace_maxpool(sur, beta)
+        per_model[key] = sur
     sur.train(model.training)
     return sur
+
+
+def _replace_maxpool(model: nn.Module, beta: float) -> nn.Module:
+    """Copy of ``model`` (sharing parameters and buffers) with MaxPool2d → SmoothMaxPool2d(β)."""
+    memo: dict[int, object] = {id(t): t for t in list(model.parameters()) + list(model.buffers())}
+    out = copy.deepcopy(model, memo)
+    for parent in out.modules():
+        for name, child in list(parent.named_children()):
+            if isinstance(child, nn.MaxPool2d):
+                setattr(parent, name, SmoothMaxPool2d.from_maxpool(child, beta))
+    out.train(model.training)
+    return out
