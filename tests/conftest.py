@@ -33,25 +33,3 @@ def small_cnn() -> torch.nn.Module:
 
     torch.manual_seed(0)
     return build_model(SmallCNN(), (0.3053,), (0.3247,)).eval()
-
-
-@pytest.fixture(scope="session")
-def trained_digits_model() -> torch.nn.Module:
-    """SmallCNN trained 3 epochs on the digits train split (seeded, ~1 min on 2 CPU cores), eval mode."""
-    import torch.nn.functional as F
-
-    from robustattr.data import DigitsDataModule
-    from robustattr.models import SmallCNN, build_model
-
-    torch.manual_seed(0)
-    dm = DigitsDataModule(batch_size=64)
-    dm.setup()
-    model = build_model(SmallCNN(), dm.mean, dm.std)
-    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
-    g = torch.Generator().manual_seed(0)
-    for _ in range(3):
-        for x, y in torch.utils.data.DataLoader(dm.train_set, batch_size=64, shuffle=True, generator=g):
-            opt.zero_grad()
-            F.cross_entropy(model(x), y).backward()
-            opt.step()
-    return model.eval()

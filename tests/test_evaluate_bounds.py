@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
-import torch.nn.functional as F
+from helpers import fit_on_digits
 from torch import nn
 
 import robustattr
@@ -35,14 +35,7 @@ def softplus_digits() -> tuple[nn.Module, torch.Tensor, torch.Tensor]:
     net = SmallCNN(width=8, hidden=64)
     net.features[4], net.features[9] = nn.AvgPool2d(2), nn.AvgPool2d(2)
     model = replace_activation(build_model(net, dm.mean, dm.std), nn.Softplus(beta=10.0))
-    opt = torch.optim.Adam(model.parameters(), lr=2e-3)
-    g = torch.Generator().manual_seed(0)
-    for _ in range(2):
-        for x, y in torch.utils.data.DataLoader(dm.train_set, batch_size=64, shuffle=True, generator=g):
-            opt.zero_grad()
-            F.cross_entropy(model(x), y).backward()
-            opt.step()
-    model.eval()
+    fit_on_digits(model, dm.train_set, epochs=2, lr=2e-3)
     x = torch.stack([dm.val_set[i][0] for i in range(8)])
     y = torch.tensor([int(dm.val_set[i][1]) for i in range(8)])
     return model, x, y
@@ -130,14 +123,7 @@ def test_smooth_pool_surrogate_keeps_maxpool_network_inside_generalised_bound() 
     dm = DigitsDataModule(batch_size=64)
     dm.setup()
     model = build_model(SmallCNN(width=8, hidden=64), dm.mean, dm.std)  # max pooling, ReLU
-    opt = torch.optim.Adam(model.parameters(), lr=2e-3)
-    g = torch.Generator().manual_seed(0)
-    for _ in range(2):
-        for xb, yb in torch.utils.data.DataLoader(dm.train_set, batch_size=64, shuffle=True, generator=g):
-            opt.zero_grad()
-            F.cross_entropy(model(xb), yb).backward()
-            opt.step()
-    model.eval()
+    fit_on_digits(model, dm.train_set, epochs=2, lr=2e-3)
     x = torch.stack([dm.val_set[i][0] for i in range(8)])
     y = torch.tensor([int(dm.val_set[i][1]) for i in range(8)])
     sur = softplus_surrogate(model, 10.0, smooth_pool=True)

@@ -127,6 +127,22 @@ def _summary(rows: list[list[str]], header: list[str], eps: list[float], taus: l
     return out
 
 
+def _save_eps_plot(fig, ax, ylim: tuple[float, float], ylabel: str, title: str, path: Path) -> Path:  # type: ignore[no-untyped-def]
+    """Shared styling of the two certification plots (log-ε x-axis); saves ``path`` and closes the figure."""
+    import matplotlib.pyplot as plt
+
+    ax.set_xscale("log")
+    ax.set_ylim(*ylim)
+    ax.set_xlabel("ε (ℓ2, pixel units)")
+    ax.set_ylabel(ylabel)
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
 def _plots(output: Path, eps: list[float], taus: list[float], trivial: np.ndarray, title: str) -> dict[str, Path]:
     import matplotlib
 
@@ -141,30 +157,16 @@ def _plots(output: Path, eps: list[float], taus: list[float], trivial: np.ndarra
         lo, med, hi = (np.percentile(trivial, p, axis=0) for p in (25, 50, 75))
         ax.fill_between(e[pos], lo[pos], hi[pos], alpha=0.3, label="25–75 % of samples")
         ax.plot(e[pos], med[pos], "o-", label="median")
-    ax.set_xscale("log")
-    ax.set_ylim(-1.02, 1.02)
-    ax.set_xlabel("ε (ℓ2, pixel units)")
-    ax.set_ylabel("certified cos(h(x), h(x+δ)) (−1: not certified)")
-    ax.set_title(title, fontsize=9)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    files["cos_plot"] = output / "cos_vs_eps.png"
-    fig.savefig(files["cos_plot"], dpi=100)
-    plt.close(fig)
+    files["cos_plot"] = _save_eps_plot(
+        fig, ax, (-1.02, 1.02), "certified cos(h(x), h(x+δ)) (−1: not certified)", title, output / "cos_vs_eps.png"
+    )
     fig, ax = plt.subplots(figsize=(5.5, 4))
     for t in taus:
         frac = (trivial >= t).mean(axis=0) if trivial.shape[0] else np.zeros_like(e)
         ax.plot(e[pos], frac[pos], "o-", label=f"τ = {t:g}")
-    ax.set_xscale("log")
-    ax.set_ylim(-0.02, 1.02)
-    ax.set_xlabel("ε (ℓ2, pixel units)")
-    ax.set_ylabel("fraction with certified cos ≥ τ")
-    ax.set_title(title, fontsize=9)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    files["frac_plot"] = output / "frac_certified_vs_eps.png"
-    fig.savefig(files["frac_plot"], dpi=100)
-    plt.close(fig)
+    files["frac_plot"] = _save_eps_plot(
+        fig, ax, (-0.02, 1.02), "fraction with certified cos ≥ τ", title, output / "frac_certified_vs_eps.png"
+    )
     return files
 
 
