@@ -18,7 +18,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/python -m robustattr.demo
+	$(BIN)/python -m robustattr.apps.demo
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q -ra --durations=15
@@ -31,8 +31,10 @@ BENCH_ARGS ?= --quick
 bench: $(STAMP)
 	$(BIN)/python benchmarks/run_all.py $(BENCH_ARGS)
 
+# ruff (style, imports, bugbear) and the import-linter contracts in pyproject.toml (layers, no cycles).
 lint: $(STAMP)
 	$(BIN)/ruff check robustattr tests benchmarks train.py certify.py
+	$(BIN)/lint-imports
 
 clean:
 	rm -rf outputs wandb lightning_logs .pytest_cache

@@ -3,7 +3,7 @@
 See README.md, section "Certified attribution robustness" (``--help`` lists every option).
 """
 
-from robustattr.certify.cli import main
+from robustattr.apps.certify import main
 
 if __name__ == "__main__":
     main()

@@ -1,6 +1,6 @@
 """Train a robust classifier: ``python train.py fit --config configs/digits_smallcnn.yaml``."""
 
-from robustattr.cli import train_main
+from robustattr.apps.train import train_main
 
 if __name__ == "__main__":
     train_main()

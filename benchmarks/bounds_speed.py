@@ -27,7 +27,7 @@ import torch
 from torch import nn
 
 from robustattr.attributions import Saliency
-from robustattr.certify import full_jacobian, top_singular
+from robustattr.bounds import full_jacobian, top_singular
 from robustattr.models import SmallCNN, TimmBackbone, build_model, replace_activation
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import tempfile
+import zipfile
 from pathlib import Path
 
 import torch
@@ -32,13 +32,49 @@ def _config_yaml(ckpt: dict, config: str | Path | None) -> str:
 
 def build_from_config(config_yaml: str) -> tuple[RobustClassifier, BaseDataModule]:
     """Instantiate the model and DataModule described by an experiment YAML (no training)."""
-    from robustattr.cli import build_cli
+    from robustattr.config import instantiate
 
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "config.yaml"
-        path.write_text(config_yaml)
-        cli = build_cli(["--config", str(path), "--trainer.logger=false", "--trainer.enable_checkpointing=false"], run=False)
-    return cli.model, cli.datamodule
+    try:
+        return instantiate(config_yaml)
+    except ValueError as err:
+        raise CheckpointError(str(err)) from None
+
+
+def check_device(device: str | torch.device) -> torch.device:
+    """``torch.device(device)`` if it exists on this machine, else ``ValueError`` saying so."""
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as err:
+        raise ValueError(f"invalid device {device!r}: {err}") from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"device {device!r} is not available: this machine has no CUDA GPU")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise ValueError(f"device {device!r} is not available: this machine has {torch.cuda.device_count()} CUDA device(s)")
+    elif dev.type == "mps" and not torch.backends.mps.is_available():
+        raise ValueError(f"device {device!r} is not available on this machine")
+    return dev
+
+
+def _read(path: Path, map_location: torch.device) -> dict:
+    """``torch.load(weights_only=True)`` with errors that say what is wrong with the file."""
+    if path.stat().st_size == 0:
+        raise CheckpointError(f"{path} is empty, not a checkpoint")
+    with open(path, "rb") as f:
+        head = f.read(4)
+    if head != b"PK\x03\x04":  # torch.save writes a zip archive
+        raise CheckpointError(f"{path} is not a PyTorch checkpoint (not a torch.save zip archive)")
+    if not zipfile.is_zipfile(path):
+        raise CheckpointError(f"{path} is a corrupt checkpoint (truncated or damaged zip archive)")
+    try:
+        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError) as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise CheckpointError(f"{path} is a corrupt checkpoint: {first[:200]}") from None
+    except Exception as err:  # noqa: BLE001 - weights_only refuses pickled code objects
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise CheckpointError(f"{path} cannot be read safely with weights_only=True (it holds objects other than tensors): {first[:160]}") from None
+    return ckpt
 
 
 def load_classifier(
@@ -57,18 +93,20 @@ def load_classifier(
 
     Raises:
         FileNotFoundError: the checkpoint or config file does not exist.
-        CheckpointError: no config is available, or the weights do not match the
-            architecture (the message lists missing/unexpected keys and shape mismatches).
+        ValueError: ``map_location`` names a device this machine does not have.
+        CheckpointError: the file is not a checkpoint, is corrupt, carries no config, or its
+            weights are from another architecture (the message lists missing/unexpected keys
+            and shape mismatches).
     """
     path = Path(checkpoint)
-    if not path.is_file():
+    if not path.exists():
         raise FileNotFoundError(f"checkpoint not found: {path}")
-    try:
-        ckpt = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as err:  # noqa: BLE001 - re-raised with context
-        raise CheckpointError(f"cannot read {path} with weights_only=True: {err}") from None
+    if not path.is_file():
+        raise CheckpointError(f"{path} is not a file")
+    device = check_device(map_location)
+    ckpt = _read(path, device)
     if not isinstance(ckpt, dict) or "state_dict" not in ckpt:
-        raise CheckpointError(f"{path} is not a Lightning checkpoint (no 'state_dict')")
+        raise CheckpointError(f"{path} is a PyTorch file but not a Lightning checkpoint (no 'state_dict')")
     model, datamodule = build_from_config(_config_yaml(ckpt, config))
     state = ckpt["state_dict"]
     own = model.state_dict()
@@ -84,7 +122,7 @@ def load_classifier(
             return ", ".join(items[:5]) + (f" (+{len(items) - 5} more)" if len(items) > 5 else "")
 
         raise CheckpointError(
-            f"architecture mismatch between {path} and its config: "
+            f"{path} is from another architecture than its config describes: "
             + "; ".join(
                 part
                 for part in (
@@ -97,4 +135,4 @@ def load_classifier(
         )
     model.load_state_dict(state)
     model.robustattr_config = ckpt.get("robustattr_config")
-    return model.to(map_location).eval(), datamodule
+    return model.to(device).eval(), datamodule

@@ -29,6 +29,7 @@ from robustattr.attacks.pgd import ascent_direction, project
 from robustattr.attributions.base import Attribution
 from robustattr.attributions.smoothing import sample_l2_ball, sample_linf_cube
 from robustattr.models.activation import softplus_surrogate
+from robustattr.utils.modes import eval_mode
 from robustattr.utils.rng import per_sample_generators
 
 __all__ = ["AttackResult", "ProjectedAscentAttack", "project", "RandomStreams", "attribution_with_noise"]
@@ -218,12 +219,8 @@ class ProjectedAscentAttack:
             sample_seeds: optional per-sample seeds ``[B]`` (e.g. ``seed + dataset_index``) so
                 that random starts and noise do not depend on batching or DDP sharding.
         """
-        was_training = model.training
-        model.eval()
-        try:
+        with eval_mode(model):
             return self._run(model, x.detach(), y, sample_seeds)
-        finally:
-            model.train(was_training)
 
     def _run(self, model: nn.Module, x: Tensor, y: Tensor, sample_seeds: Tensor | Sequence[int] | None) -> AttackResult:
         surrogate = softplus_surrogate(model, self.surrogate_beta) if self.surrogate_beta is not None else model

@@ -36,6 +36,7 @@ from robustattr.attacks.core import (
 )
 from robustattr.attributions.base import Attribution
 from robustattr.metrics import functional as RF
+from robustattr.registry import register
 
 __all__ = ["IFIAAttack", "LENSTopKAttack", "MassCenterAttack", "RandomSignAttack", "TargetedAttack", "TopKAttack"]
 
@@ -112,6 +113,7 @@ class IFIAAttack(ProjectedAscentAttack):
         return f"{type(self).__name__}(eps={self.eps}, steps={self.steps}, step_size={self.step_size}, k={self.k}, norm={self.norm!r})"
 
 
+@register("attack", "topk")
 class TopKAttack(IFIAAttack):
     """Decrease the attribution mass on the clean top-k pixels; criterion: top-k intersection (lower is better)."""
 
@@ -124,6 +126,7 @@ class TopKAttack(IFIAAttack):
         return RF.topk_intersection(ctx["a_ref"], self._orig_map(model, x_adv, y, ctx), self.k)
 
 
+@register("attack", "lens_topk")
 class LENSTopKAttack(IFIAAttack):
     """Decrease the mass on the w-dilated clean top-k set; criterion: LENS top-k mean (lower is better).
 
@@ -151,6 +154,7 @@ class LENSTopKAttack(IFIAAttack):
         return (fwd + bwd) / 2
 
 
+@register("attack", "mass_center")
 class MassCenterAttack(IFIAAttack):
     """Move the attribution's mass centre; criterion ``‖C(a(x̃)) − C(a(x))‖₂`` in pixels (higher is better)."""
 
@@ -169,6 +173,7 @@ class MassCenterAttack(IFIAAttack):
         return (RF.mass_center(self._orig_map(model, x_adv, y, ctx)) - ctx["center"]).norm(dim=1)
 
 
+@register("attack", "targeted")
 class TargetedAttack(IFIAAttack):
     """Increase the attribution mass inside a target region; criterion: mass fraction in it (higher is better).
 
@@ -214,6 +219,7 @@ class TargetedAttack(IFIAAttack):
         return (a * ctx["target"]).flatten(1).sum(1) / a.flatten(1).sum(1).clamp_min(1e-30)
 
 
+@register("attack", "random_sign")
 class RandomSignAttack(IFIAAttack):
     """Baseline: every step tries a fresh ``x + ε·s`` (``s`` uniform ±1 per pixel) and keeps the best.
 

@@ -18,6 +18,7 @@ from robustattr.attacks.core import (
     attribution_with_noise,
 )
 from robustattr.attributions.base import Attribution
+from robustattr.registry import register
 
 __all__ = ["L2AttributionAttack"]
 
@@ -27,6 +28,7 @@ def _cosine_distance(a: Tensor, b: Tensor) -> Tensor:
     return 1.0 - F.cosine_similarity(a.flatten(1), b.flatten(1), dim=1, eps=1e-12)
 
 
+@register("attack", "l2_attribution")
 class L2AttributionAttack(ProjectedAscentAttack):
     """Maximise ``1 − cos(g(x+δ), g(x))`` or ``‖g(x+δ) − g(x)‖₂`` over ``‖δ‖₂ ≤ ε, x+δ ∈ [0,1]``.
 

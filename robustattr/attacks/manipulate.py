@@ -28,10 +28,13 @@ from robustattr.attacks.core import (
 from robustattr.attacks.ifia import _normalised_map
 from robustattr.attributions.base import Attribution
 from robustattr.models.activation import replace_activation
+from robustattr.registry import register
+from robustattr.utils.modes import eval_mode
 
 __all__ = ["ManipulateAttack"]
 
 
+@register("attack", "manipulate")
 class ManipulateAttack:
     """Dombrowski et al.'s manipulation attack towards a target explanation.
 
@@ -103,12 +106,8 @@ class ManipulateAttack:
     def __call__(
         self, model: nn.Module, x: Tensor, y: Tensor, target: Tensor | None = None, sample_seeds: Tensor | Sequence[int] | None = None
     ) -> AttackResult:
-        was_training = model.training
-        model.eval()
-        try:
+        with eval_mode(model):
             return self._run(model, x.detach(), y, target, sample_seeds)
-        finally:
-            model.train(was_training)
 
     def _run(self, model: nn.Module, x: Tensor, y: Tensor, target: Tensor | None, sample_seeds: Tensor | Sequence[int] | None) -> AttackResult:
         streams = RandomStreams(x, self.seed, sample_seeds)

@@ -20,8 +20,7 @@ small generator calls per draw.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -29,6 +28,8 @@ from torch import Tensor, nn
 
 from robustattr.attributions.base import ensure_grad_mode
 from robustattr.attributions.smoothing import sample_gaussian, sample_l2_ball, sample_linf_cube
+from robustattr.registry import register
+from robustattr.utils.modes import eval_mode
 from robustattr.utils.rng import per_sample_noise
 
 NORMS = ("linf", "l2")
@@ -61,24 +62,7 @@ def check_count(name: str, value: int, minimum: int = 1) -> None:
         raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
 
 
-# ----------------------------------------------------------------------------- mode / noise
-@contextmanager
-def eval_mode(*models: nn.Module) -> Iterator[None]:
-    """Put ``models`` in eval mode (BatchNorm frozen, dropout off) and restore each module's mode.
-
-    Restores the mode of every submodule individually, so mixed train/eval trees come back as they were.
-    """
-    saved = [[(m, m.training) for m in model.modules()] for model in models]
-    try:
-        for model in models:
-            model.eval()
-        yield
-    finally:
-        for per_model in saved:
-            for m, mode in per_model:
-                m.training = mode
-
-
+# ----------------------------------------------------------------------------- noise
 def sample_keys(x: Tensor) -> Tensor:
     """A deterministic integer key per sample: ``[B, ...] → [B]`` int64 in ``[0, 2³¹−1)``.
 
@@ -166,6 +150,7 @@ def projected_ascent(
 
 
 # ----------------------------------------------------------------------------- PGD on CE
+@register("attack", "pgd")
 class PGD:
     """PGD on the cross-entropy (Madry et al. 2018): ``x' = argmax_{‖x'−x‖_p ≤ ε, x' ∈ [0,1]} CE(f(x'), y)``.
 

@@ -5,8 +5,10 @@ from __future__ import annotations
 from torch import Tensor, nn
 
 from robustattr.attributions.base import Attribution, logit_input_grad
+from robustattr.registry import register
 
 
+@register("attribution", "input_x_gradient")
 class InputXGradient(Attribution):
     """``g = x ⊙ ∇_x f_y(x)``; ``[B,C,H,W] → [B,C,H,W]``."""
 

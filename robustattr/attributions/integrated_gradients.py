@@ -6,6 +6,7 @@ import torch
 from torch import Tensor, nn
 
 from robustattr.attributions.base import Attribution, chunked_rows, logit_input_grad
+from robustattr.registry import register
 
 _METHODS = ("riemann_right", "riemann_left", "riemann_middle", "riemann_trapezoid")
 
@@ -41,6 +42,7 @@ def path_alphas_weights(steps: int, method: str, device: torch.device | None = N
     return a, w
 
 
+@register("attribution", "integrated_gradients")
 class IntegratedGradients(Attribution):
     """``IG(x) = (x − b) ⊙ Σ_k w_k ∇f_y(b + α_k (x − b))``; ``[B,C,H,W] → [B,C,H,W]``.
 

@@ -5,8 +5,10 @@ from __future__ import annotations
 from torch import Tensor, nn
 
 from robustattr.attributions.base import Attribution, logit_input_grad
+from robustattr.registry import register
 
 
+@register("attribution", "saliency")
 class Saliency(Attribution):
     """Signed gradient of the explained logit, ``g = ∇_x f_y(x)``; ``[B,C,H,W] → [B,C,H,W]``.
 

@@ -13,6 +13,7 @@ from torch import Tensor, nn
 
 from robustattr.attributions.base import Attribution, chunked_rows
 from robustattr.attributions.saliency import Saliency
+from robustattr.registry import register
 
 
 def sample_l2_ball(
@@ -123,6 +124,7 @@ class _NoiseAveraged(Attribution):
         return g.view(n, B, *x.shape[1:]).mean(dim=0)
 
 
+@register("attribution", "smoothgrad")
 class SmoothGrad(_NoiseAveraged):
     """SmoothGrad (Smilkov et al. 2017): ``(1/n) Σ_i g₀(x + η_i)``, ``η ~ N(0, σ² I)``.
 
@@ -154,6 +156,7 @@ class SmoothGrad(_NoiseAveraged):
         return sample_gaussian(n, shape, self.sigma, generator, device, dtype)
 
 
+@register("attribution", "uniform_smoothed")
 class UniformSmoothed(_NoiseAveraged):
     """``(1/n) Σ_i g₀(x + η_i)`` with ``η ~ U(B₂(0, r))`` (``ball="l2"``) or ``U([−r, r]^d)`` (``"linf"``).
 

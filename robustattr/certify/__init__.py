@@ -1,4 +1,7 @@
-"""Certification: uniform-smoothing certificates (sound) and worst-case deviation bounds (first-order)."""
+"""Sound certificates of attribution robustness: uniform ℓ2 smoothing and its ball-volume maths.
+
+First-order worst-case estimates (not certificates) live in :mod:`robustattr.bounds`.
+"""
 
 from robustattr.certify.smoothing import (
     BoundedAttribution,
@@ -17,22 +20,8 @@ from robustattr.certify.volumes import (
     nonoverlap_fraction_inverse,
     nonoverlap_fraction_large_d,
 )
-from robustattr.certify.worst_case import (
-    AttributionJacobian,
-    WorstCaseBounds,
-    cosine_bound,
-    full_jacobian,
-    top_singular,
-    worst_case_bounds,
-)
 
 __all__: list[str] = [
-    "AttributionJacobian",
-    "WorstCaseBounds",
-    "cosine_bound",
-    "full_jacobian",
-    "top_singular",
-    "worst_case_bounds",
     "BoundedAttribution",
     "SmoothingCertificate",
     "UniformSmoothingCertifier",

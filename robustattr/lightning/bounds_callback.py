@@ -11,7 +11,7 @@ from torch import Tensor
 
 from robustattr.attributions import Saliency, sample_gaussian
 from robustattr.attributions.base import Attribution
-from robustattr.certify.worst_case import (
+from robustattr.bounds.worst_case import (
     FULL_JACOBIAN_LIMIT,
     smooth_model,
     top_singular,
@@ -26,7 +26,7 @@ _DEFAULT_EPS = {"l2": 0.1, "linf": 0.01}
 class WorstCaseBoundCallback(EvalSubsetCallback):
     """Log first-order worst-case attribution deviation estimates on a fixed validation subset.
 
-    Per sample (softplus surrogate of the model, see :mod:`robustattr.certify.worst_case`):
+    Per sample (softplus surrogate of the model, see :mod:`robustattr.bounds.worst_case`):
     ``ξ_max = σ_max(∂g/∂x)`` by batched Lanczos; for each norm ``T_e`` (ℓ2: ``ξ_max ε``;
     ℓ∞: ``ε·min(sqrt(Σ|P_ij|), √d ξ_max)``), ``T'_e = c·T_e`` (Eq. 11) and the cosine bound
     in degrees ``T_c_deg`` (Eq. 10; NaN where vacuous, i.e. ``T_e > ‖g(x)‖``).

@@ -2,8 +2,8 @@
 
 from robustattr.losses.art import ARTLoss
 from robustattr.losses.base import LossOutput, RobustLoss
-from robustattr.losses.ig_norm import IGNormLoss
-from robustattr.losses.igr import IGRLoss
+from robustattr.losses.ig_norm import IGNormLoss, IGSumNormLoss
+from robustattr.losses.igr import IGRLoss, TRADESIGRLoss
 from robustattr.losses.pgd_at import PGDAdversarialLoss
 from robustattr.losses.ssr import SSRLoss
 from robustattr.losses.standard import StandardLoss
@@ -13,10 +13,12 @@ __all__ = [
     "ARTLoss",
     "IGNormLoss",
     "IGRLoss",
+    "IGSumNormLoss",
     "LossOutput",
     "PGDAdversarialLoss",
     "RobustLoss",
     "SSRLoss",
     "StandardLoss",
+    "TRADESIGRLoss",
     "TRADESLoss",
 ]

@@ -11,12 +11,13 @@ from robustattr.attacks.pgd import (
     check_nonnegative,
     check_positive,
     draw_noise,
-    eval_mode,
     projected_ascent,
 )
 from robustattr.attributions.base import ensure_grad_mode
 from robustattr.losses.base import LossOutput
 from robustattr.models.activation import softplus_surrogate
+from robustattr.registry import register
+from robustattr.utils.modes import eval_mode
 
 
 def pos_neg_gradients(model: nn.Module, X: Tensor, y: Tensor, create_graph: bool = False) -> tuple[Tensor, Tensor, Tensor]:
@@ -75,6 +76,7 @@ def top_k_pixel_mask(g: Tensor, k: int) -> Tensor:
     return m.expand_as(g).to(g.dtype)
 
 
+@register("loss", "art")
 class ARTLoss:
     """ART (Singh et al. 2020): ``L = CE(f(x_adv), y) + w · L_triplet`` on ``X = [x; x_adv]``.
 

@@ -17,11 +17,11 @@ from robustattr.attacks.pgd import (
     check_norm,
     check_positive,
     draw_noise,
-    eval_mode,
     projected_ascent,
 )
 from robustattr.attributions.base import ensure_grad_mode
 from robustattr.attributions.integrated_gradients import IntegratedGradients
+from robustattr.utils.modes import eval_mode
 
 
 def kl_per_sample(logits_p: Tensor, logits_q: Tensor) -> Tensor:

@@ -11,14 +11,16 @@ from robustattr.attacks.pgd import (
     check_norm,
     check_positive,
     draw_noise,
-    eval_mode,
     projected_ascent,
 )
 from robustattr.losses.base import LossOutput
 from robustattr.losses.common import ig_nodes, l1_per_sample, loss_ig
 from robustattr.models.activation import softplus_surrogate
+from robustattr.registry import register
+from robustattr.utils.modes import eval_mode
 
 
+@register("loss", "ig_norm")
 class IGNormLoss:
     """IG-NORM: ``L = CE(f(x), y) + λ · mean_i ‖IGᴸ(x_i, x*_i)‖₁``;
     IG-SUM-NORM (``sum_norm=True``): ``L = CE(f(x*), y) + β · mean_i ‖IGᴸ(x_i, x*_i)‖₁``.
@@ -103,4 +105,31 @@ class IGNormLoss:
         return (
             f"IGNormLoss({w}, sum_norm={self.sum_norm}, eps={self.eps}, step_size={self.step_size}, "
             f"steps={self.steps}, ig_steps={self.ig_steps}, approx={self.approx}, norm={self.norm!r})"
+        )
+
+
+@register("loss", "ig_sum_norm")
+class IGSumNormLoss(IGNormLoss):
+    """IG-SUM-NORM (Chen et al., NeurIPS 2019, arXiv:1905.09957): ``L = CE(f(x*), y) + β · mean_i ‖IGᴸ(x_i, x*_i)‖₁``.
+
+    ``x*`` maximises ``CE(f(x'), y) + β‖IGᴸ_approx(x, x')‖₁`` over ``B_p(x, ε) ∩ [0,1]``;
+    :class:`IGNormLoss` with ``sum_norm=True`` (same arguments, without ``lam``/``sum_norm``).
+    Shapes: ``x: [B, C, H, W]`` in [0,1], ``y: [B]``.
+    """
+
+    def __init__(
+        self,
+        beta: float = 0.1,
+        eps: float = 0.3,
+        step_size: float = 0.01,
+        steps: int = 40,
+        ig_steps: int = 50,
+        approx: int = 5,
+        norm: str = "linf",
+        softplus_beta: float = 10.0,
+        noise_seed: int | None = None,
+    ) -> None:
+        super().__init__(
+            beta=beta, sum_norm=True, eps=eps, step_size=step_size, steps=steps, ig_steps=ig_steps,
+            approx=approx, norm=norm, softplus_beta=softplus_beta, noise_seed=noise_seed,
         )

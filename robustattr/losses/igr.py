@@ -12,18 +12,20 @@ from robustattr.attacks.pgd import (
     check_norm,
     check_positive,
     draw_noise,
-    eval_mode,
     projected_ascent,
 )
 from robustattr.losses.base import LossOutput
 from robustattr.losses.common import TradesInner, cosine_gap, label_ig
 from robustattr.losses.trades import trades_terms
 from robustattr.models.activation import softplus_surrogate
+from robustattr.registry import register
+from robustattr.utils.modes import eval_mode
 
 _BASES = ("ce", "trades")
 _INNERS = ("kl", "attribution")
 
 
+@register("loss", "igr")
 class IGRLoss:
     """IGR: ``L = L_base + λ · mean_i (1 − cos(IG(x_i), IG(x'_i)))`` (SPEC §2, robustattr's formulation).
 
@@ -126,4 +128,36 @@ class IGRLoss:
             f"IGRLoss(lam={self.lam}, base={self.base!r}, inner={self.inner!r}, beta={self.beta}, eps={self.eps}, "
             f"step_size={self.step_size}, steps={self.steps}, norm={self.norm!r}, ig_steps={self.ig_steps}, "
             f"inner_ig_steps={self.inner_ig_steps})"
+        )
+
+
+@register("loss", "trades_igr")
+class TRADESIGRLoss(IGRLoss):
+    """TRADES+IGR (Wang & Kong, NeurIPS 2022, arXiv:2205.07279): the TRADES loss plus the IG cosine gap.
+
+    ``L = CE(f(x), y) + β·mean KL(p(x) ‖ p(x')) + λ · mean_i (1 − cos(IG(x_i), IG(x'_i)))`` with
+    ``x'`` the TRADES adversarial point (``inner="kl"``, one inner maximisation) by default;
+    :class:`IGRLoss` with ``base="trades"`` (same arguments, without ``base``).
+    Shapes: ``x: [B, C, H, W]`` in [0,1], ``y: [B]``.
+    """
+
+    def __init__(
+        self,
+        lam: float = 1.0,
+        inner: str | None = None,
+        beta: float = 1.0,
+        eps: float = 0.3,
+        step_size: float = 0.01,
+        steps: int = 40,
+        norm: str = "linf",
+        ig_steps: int = 10,
+        inner_ig_steps: int = 5,
+        softplus_beta: float = 10.0,
+        start_sigma: float = 0.001,
+        noise_seed: int | None = None,
+    ) -> None:
+        super().__init__(
+            lam=lam, base="trades", inner=inner, beta=beta, eps=eps, step_size=step_size, steps=steps, norm=norm,
+            ig_steps=ig_steps, inner_ig_steps=inner_ig_steps, softplus_beta=softplus_beta,
+            start_sigma=start_sigma, noise_seed=noise_seed,
         )

@@ -7,8 +7,10 @@ from torch import Tensor, nn
 
 from robustattr.attacks.pgd import PGD
 from robustattr.losses.base import LossOutput
+from robustattr.registry import register
 
 
+@register("loss", "pgd_at")
 class PGDAdversarialLoss:
     """PGD-AT: ``L = mean_i CE(f(x'_i), y_i)``, ``x' = argmax_{‖x'−x‖_p ≤ ε, x' ∈ [0,1]} CE(f(x'), y)``.
 

@@ -9,6 +9,7 @@ from torch import Tensor, nn
 from robustattr.attacks.pgd import check_positive
 from robustattr.attributions.base import ensure_grad_mode
 from robustattr.losses.base import LossOutput
+from robustattr.registry import register
 
 
 def logit_jacobian(model: nn.Module, x: Tensor, num_classes: int, create_graph: bool = False) -> Tensor:
@@ -46,6 +47,7 @@ def ce_hessian_lambda_max(jac: Tensor, logits: Tensor) -> Tensor:
     return torch.linalg.eigvalsh(M)[:, -1]
 
 
+@register("loss", "ssr")
 class SSRLoss:
     """SSR: ``L = (1−β)·CE(f(x), y) + β·s·mean_i λ_max(H̃(x_i))``.
 

@@ -6,8 +6,10 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from robustattr.losses.base import LossOutput
+from robustattr.registry import register
 
 
+@register("loss", "standard")
 class StandardLoss:
     """``L = mean_i CE(f(x_i), y_i)``; terms ``{"ce"}``. ``x: [B, C, H, W]``, ``y: [B]``."""
 

@@ -8,6 +8,7 @@ from torch import Tensor, nn
 from robustattr.attacks.pgd import check_nonnegative
 from robustattr.losses.base import LossOutput
 from robustattr.losses.common import TradesInner, kl_per_sample
+from robustattr.registry import register
 
 
 def trades_terms(model: nn.Module, x: Tensor, x_adv: Tensor, y: Tensor) -> tuple[Tensor, Tensor, Tensor]:
@@ -20,6 +21,7 @@ def trades_terms(model: nn.Module, x: Tensor, x_adv: Tensor, y: Tensor) -> tuple
     return clean, F.cross_entropy(clean, y), kl_per_sample(clean, adv).mean()
 
 
+@register("loss", "trades")
 class TRADESLoss:
     """TRADES: ``L = CE(f(x), y) + β · mean_i KL(p(x_i) ‖ p(x'_i))``, ``p = softmax ∘ f``.
 

@@ -20,6 +20,7 @@ from torch import Tensor
 from torchmetrics import Metric
 
 from robustattr.metrics import functional as RF
+from robustattr.registry import register
 
 __all__ = [
     "AttributionMetric",
@@ -70,6 +71,7 @@ class AttributionMetric(Metric):
         return out["value"] if self.keys == ("value",) else out
 
 
+@register("metric", "topk")
 class TopKIntersection(AttributionMetric):
     """``|T_k(a) ∩ T_k(b)| / k`` (default k=100 for 28×28 maps, SPEC §3)."""
 
@@ -85,6 +87,7 @@ class TopKIntersection(AttributionMetric):
         return {"value": RF.topk_intersection(a, b, self.k)}
 
 
+@register("metric", "lens_topk")
 class LENSTopK(AttributionMetric):
     """LENS top-k: ``fwd = |N_w(T_k(a)) ∩ T_k(b)|/k``, ``bwd = |T_k(a) ∩ N_w(T_k(b))|/k``, ``mean``."""
 
@@ -104,6 +107,7 @@ class LENSTopK(AttributionMetric):
         return {"fwd": fwd, "bwd": bwd, "mean": (fwd + bwd) / 2}
 
 
+@register("metric", "topk_div")
 class TopKDiverse(AttributionMetric):
     """``|D_k(a) ∩ D_k(b)|/k`` with greedy diverse top-k sets (w×w exclusion windows)."""
 
@@ -121,6 +125,7 @@ class TopKDiverse(AttributionMetric):
         return {"value": RF.topk_div_intersection(a, b, self.k, self.w)}
 
 
+@register("metric", "lens_topk_div")
 class LENSTopKDiverse(LENSTopK):
     """LENS on diverse top-k sets, both directions and their mean."""
 
@@ -131,6 +136,7 @@ class LENSTopKDiverse(LENSTopK):
         return {"fwd": fwd, "bwd": bwd, "mean": (fwd + bwd) / 2}
 
 
+@register("metric", "spearman")
 class SpearmanCorrelation(AttributionMetric):
     """Spearman ρ of the two maps (average ranks; equals ``scipy.stats.spearmanr``)."""
 
@@ -140,6 +146,7 @@ class SpearmanCorrelation(AttributionMetric):
         return {"value": RF.spearman(a, b)}
 
 
+@register("metric", "kendall")
 class KendallTau(AttributionMetric):
     """Kendall τ-b of the two maps (equals ``scipy.stats.kendalltau``); ``backend`` as in the functional."""
 
@@ -155,6 +162,7 @@ class KendallTau(AttributionMetric):
         return {"value": RF.kendall_tau(a, b, backend=self.backend)}
 
 
+@register("metric", "lens_spearman")
 class LENSSpearman(AttributionMetric):
     """Spearman ρ after w×w max-pooling of both maps."""
 
@@ -170,6 +178,7 @@ class LENSSpearman(AttributionMetric):
         return {"value": RF.lens_spearman(a, b, self.w)}
 
 
+@register("metric", "lens_kendall")
 class LENSKendall(LENSSpearman):
     """Kendall τ-b after w×w max-pooling of both maps."""
 
@@ -179,6 +188,7 @@ class LENSKendall(LENSSpearman):
         return {"value": RF.lens_kendall(a, b, self.w)}
 
 
+@register("metric", "cosine")
 class CosineSimilarity(AttributionMetric):
     """Cosine similarity of the flattened attributions ``g`` (not the maps)."""
 
@@ -188,6 +198,7 @@ class CosineSimilarity(AttributionMetric):
         return {"value": RF.cosine_similarity(a, b)}
 
 
+@register("metric", "mass_center")
 class MassCenterDislocation(AttributionMetric):
     """``‖C(a) − C(b)‖₂`` in pixels (lower means more robust)."""
 

@@ -1,6 +1,6 @@
 """Seed-001 validation protocol: attack every sample, compare attacked deviations with the bounds.
 
-For each sample the first-order bounds of :mod:`robustattr.certify.worst_case` are computed
+For each sample the first-order bounds of :mod:`robustattr.bounds.worst_case` are computed
 (``T_e``, ``T'_e``, ``T_c``), then the attribution is attacked ``attack_repeats`` times
 (different random starts):
 
@@ -33,8 +33,8 @@ from torch import Tensor, nn
 
 from robustattr.attributions import sample_gaussian
 from robustattr.attributions.base import Attribution
-from robustattr.certify.worst_case import FULL_JACOBIAN_LIMIT, smooth_model, worst_case_bounds
-from robustattr.utils import per_sample_noise
+from robustattr.bounds.worst_case import FULL_JACOBIAN_LIMIT, smooth_model, worst_case_bounds
+from robustattr.utils import eval_mode, per_sample_noise
 
 _REPEAT_STRIDE = 1_000_003  # per-sample seed of repeat r: seed + r·stride + index
 
@@ -152,8 +152,6 @@ def evaluate_bounds(
         raise ValueError(f"attack_steps must be >= 1, got {attack_steps}")
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    was_training = model.training
-    model.eval()
     smooth = smooth_model(model, surrogate_beta)
     steps = attack_steps if attack_steps is not None else (20 if norm == "l2" else 200)
     alpha = step_size if step_size is not None else 2.5 * eps / steps
@@ -172,7 +170,7 @@ def evaluate_bounds(
         ]
     index = torch.arange(x.shape[0], device=x.device) if index is None else index.to(x.device)
     chunks: dict[str, list[Tensor]] = {}
-    try:
+    with eval_mode(model):
         for i0 in range(0, x.shape[0], batch_size):
             xb, yb, ib = x[i0 : i0 + batch_size].detach(), y[i0 : i0 + batch_size], index[i0 : i0 + batch_size]
             gen = torch.Generator(device=xb.device).manual_seed(seed)
@@ -198,7 +196,5 @@ def evaluate_bounds(
             }
             for k_, v in row.items():
                 chunks.setdefault(k_, []).append(v.detach())
-    finally:
-        model.train(was_training)
     tensors = {k_: torch.cat(v) for k_, v in chunks.items()}
     return BoundsEvaluation(norm=norm, eps=float(eps), attack_repeats=attack_repeats, tensors=tensors)

@@ -25,11 +25,11 @@ from robustattr.models import SmallCNN, TimmBackbone, build_model, replace_activ
 captum_attr = pytest.importorskip("captum.attr")  # dev dependency: the reference implementation
 
 
-def _smallcnn() -> tuple[nn.Module, Tensor, Tensor]:
+def _smallcnn(pool: str = "max") -> tuple[nn.Module, Tensor, Tensor]:
     from robustattr.data import load_digits_tensors
 
     torch.manual_seed(0)
-    model = build_model(SmallCNN(), (0.3053,), (0.3247,)).eval()
+    model = build_model(SmallCNN(pool=pool), (0.3053,), (0.3247,)).eval()
     x, y = load_digits_tensors(28)
     return model, x[:4].clone(), y[:4].clone()
 
@@ -287,7 +287,10 @@ def test_no_side_effects(key: str, training: bool, requires_grad: bool) -> None:
 
 
 def test_chunked_equals_unchunked() -> None:
-    model, x, y = _smallcnn()
+    # Average pooling: with max pooling, near-zero IG path points make window entries tie and the
+    # backward routes the gradient to whichever entry the (batch-size dependent) convolution
+    # kernel rounds highest, so chunking would change the result for reasons unrelated to it.
+    model, x, y = _smallcnn(pool="avg")
     full = IntegratedGradients(steps=10)(model, x, y)
     for chunk in (1, 7, 13, 40):
         _assert_close_to_scale(IntegratedGradients(steps=10, internal_batch_size=chunk)(model, x, y), full)

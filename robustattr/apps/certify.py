@@ -12,7 +12,7 @@ Outputs in ``--output``:
   median ε_max per τ, seconds per sample.
 - ``cos_vs_eps.png`` (median and 25–75 % band) and ``frac_certified_vs_eps.png``.
 
-``--mode bounds`` dispatches to ``robustattr.certify.bounds_report.main`` (worst-case bounds).
+``--mode bounds`` dispatches to ``robustattr.apps.bounds_report.main`` (worst-case bounds).
 """
 
 from __future__ import annotations
@@ -334,9 +334,9 @@ def main(argv: list[str] | None = None) -> dict | None:
     known, rest = pre.parse_known_args(argv)
     if known.mode == "bounds":
         try:
-            from robustattr.certify import bounds_report
+            from robustattr.apps import bounds_report
         except ImportError:
-            print("certify.py --mode bounds: the worst-case bounds report (robustattr.certify.bounds_report) is not available in this version.", file=sys.stderr)
+            print("certify.py --mode bounds: the worst-case bounds report (robustattr.apps.bounds_report) is not available in this version.", file=sys.stderr)
             raise SystemExit(2) from None
         return bounds_report.main(rest)
     args = build_parser().parse_args(argv)

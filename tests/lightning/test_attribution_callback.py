@@ -21,7 +21,7 @@ from robustattr.lightning import (
 )
 from robustattr.metrics import KendallTau
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def _setup(batch_size: int = 3, num_samples: int = 6):  # type: ignore[no-untyped-def]
@@ -115,8 +115,8 @@ def test_inference_mode_fails_loudly(tmp_path: Path) -> None:
 @pytest.mark.slow
 def test_train_py_attr_eval_config_logs_to_offline_wandb(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The shipped YAML (shrunk: 4 samples, 2 steps) through the CLI; keys and images in the offline run."""
-    from robustattr.cli import build_cli
-    from robustattr.utils.wandb_offline import find_offline_runs, read_offline_run
+    from robustattr.apps.train import build_cli
+    from tests.wandb_offline import find_offline_runs, read_offline_run
 
     cfg = yaml.safe_load((REPO / "configs" / "digits_smallcnn_attr_eval.yaml").read_text())
     cb = cfg["trainer"]["callbacks"][0]

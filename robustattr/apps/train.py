@@ -1,4 +1,4 @@
-"""Command-line entry points (the only place, with LightningCLI, that reads argv)."""
+"""``train.py`` / ``robustattr-train``: LightningCLI over :class:`RobustClassifier` and any DataModule."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from pathlib import Path
 
 from lightning.pytorch.cli import LightningCLI, SaveConfigCallback
 
+from robustattr.config import add_links
 from robustattr.lightning.module import RobustClassifier
 
 
@@ -69,9 +70,7 @@ class RobustCLI(LightningCLI):
     """LightningCLI with robustattr's defaults: data → model links and inference_mode=False."""
 
     def add_arguments_to_parser(self, parser) -> None:  # type: ignore[no-untyped-def]
-        parser.link_arguments("data.num_classes", "model.num_classes", apply_on="instantiate")
-        parser.link_arguments("data.mean", "model.mean", apply_on="instantiate")
-        parser.link_arguments("data.std", "model.std", apply_on="instantiate")
+        add_links(parser)
 
     def instantiate_classes(self) -> None:
         super().instantiate_classes()
@@ -104,11 +103,4 @@ def train_main(args: list[str] | None = None) -> None:
     build_cli(args if args is not None else sys.argv[1:])
 
 
-def certify_main(args: list[str] | None = None) -> None:
-    """``robustattr-certify``: certify a checkpoint (see ``certify.py``)."""
-    try:
-        from robustattr.certify.cli import main
-    except ImportError:
-        print("robustattr-certify: certification is not yet available in this version.", file=sys.stderr)
-        raise SystemExit(2) from None
-    main(args)
+main = train_main

@@ -8,10 +8,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from robustattr.cli import build_cli, configure_wandb_mode
-from robustattr.utils.wandb_offline import find_offline_runs, read_offline_run
+from robustattr.apps.train import build_cli, configure_wandb_mode
+from tests.wandb_offline import find_offline_runs, read_offline_run
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def test_offline_when_no_key(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

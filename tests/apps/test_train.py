@@ -11,11 +11,11 @@ import pytest
 import torch
 import yaml
 
+from robustattr.apps.train import build_cli
 from robustattr.checkpoint import CheckpointError, load_classifier
-from robustattr.cli import build_cli
 from robustattr.lightning import EvalSubsetCallback, RobustClassifier
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 CONFIG = REPO / "configs" / "digits_smallcnn.yaml"
 
 

@@ -16,11 +16,11 @@ from pathlib import Path
 import pytest
 import torch
 
+from robustattr.apps.certify import NOT_CERTIFIED, main
+from robustattr.apps.train import build_cli
 from robustattr.certify import UniformSmoothingCertifier
-from robustattr.certify.cli import NOT_CERTIFIED, main
-from robustattr.cli import build_cli
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 CONFIG = REPO / "configs" / "digits_smallcnn.yaml"
 EPS = "0.0001,0.001,0.01"
 TAUS = "0.5,0.9"
@@ -147,14 +147,14 @@ def test_mode_bounds_dispatch(monkeypatch: pytest.MonkeyPatch, capsys: pytest.Ca
     import robustattr.certify as pkg
 
     monkeypatch.delattr(pkg, "bounds_report", raising=False)  # even if another test imported the real one
-    monkeypatch.setitem(sys.modules, "robustattr.certify.bounds_report", None)  # import fails
+    monkeypatch.setitem(sys.modules, "robustattr.apps.bounds_report", None)  # import fails
     with pytest.raises(SystemExit) as exc:
         main(["--mode", "bounds", "--checkpoint", "x.ckpt"])
     assert exc.value.code == 2 and "bounds_report" in capsys.readouterr().err
     seen: list[list[str]] = []
-    fake = types.ModuleType("robustattr.certify.bounds_report")
+    fake = types.ModuleType("robustattr.apps.bounds_report")
     fake.main = lambda argv: seen.append(argv) or {"ok": True}  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, "robustattr.certify.bounds_report", fake)
+    monkeypatch.setitem(sys.modules, "robustattr.apps.bounds_report", fake)
     monkeypatch.setattr(pkg, "bounds_report", fake, raising=False)
     assert main(["--mode", "bounds", "--checkpoint", "x.ckpt", "--radius", "0.1"]) == {"ok": True}
     assert seen == [["--checkpoint", "x.ckpt", "--radius", "0.1"]]

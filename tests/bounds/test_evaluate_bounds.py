@@ -9,13 +9,13 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import fit_on_digits
 from torch import nn
 
 import robustattr
+from robustattr.apps import bounds_report
 from robustattr.attributions import IntegratedGradients, Saliency
-from robustattr.certify import bounds_report
-from robustattr.certify.evaluate_bounds import evaluate_bounds
+from robustattr.bounds.protocol import evaluate_bounds
+from tests.helpers import fit_on_digits
 
 
 @pytest.fixture(scope="module")

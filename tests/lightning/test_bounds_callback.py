@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from robustattr.attributions import InputXGradient
-from robustattr.certify.worst_case import worst_case_bounds
+from robustattr.bounds import worst_case_bounds
 from robustattr.lightning import RobustClassifier, WorstCaseBoundCallback
 
 EPS = {"l2": 0.1, "linf": 0.01}

@@ -8,12 +8,12 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def main(argv: list[str] | None = None) -> dict[str, str]:
     """Run the demo; returns the paths it printed (also used by the smoke test)."""
-    from robustattr.cli import build_cli, configure_wandb_mode
+    from robustattr.apps.train import build_cli, configure_wandb_mode
 
     mode = configure_wandb_mode()
     out = Path(argv[0]) if argv else REPO / "outputs"
@@ -30,7 +30,7 @@ def main(argv: list[str] | None = None) -> dict[str, str]:
         paths["wandb_run"] = str(Path(logger.experiment.dir).parent)
     val_acc = trainer.callback_metrics.get("val/acc")
     try:
-        from robustattr.certify.cli import certify_checkpoint
+        from robustattr.apps.certify import certify_checkpoint
     except ImportError:
         certify_checkpoint = None
     if certify_checkpoint is not None and ckpt:

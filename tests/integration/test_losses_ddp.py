@@ -92,7 +92,7 @@ def _worker(rank: int, world: int, port: int, out_dir: str) -> None:
             ddp = torch.nn.parallel.DistributedDataParallel(wrapped)
             ddp(x[sl], y[sl]).backward()  # forward inside DDP, one ordinary backward (all-reduce mean)
             g_ddp = _grads(wrapped.model)
-            diffs[name] = max(float((a - b).abs().max()) for a, b in zip(g_ref, g_ddp))
+            diffs[name] = max(float((a - b).abs().max()) for a, b in zip(g_ref, g_ddp, strict=True))
             diffs[name + "/scale"] = max(float(a.abs().max()) for a in g_ref)
         torch.save(diffs, Path(out_dir) / f"rank{rank}.pt")
     finally:

@@ -10,7 +10,7 @@ import torch
 from torch import Tensor, nn
 
 from robustattr.attributions import InputXGradient, IntegratedGradients, Saliency
-from robustattr.certify.worst_case import (
+from robustattr.bounds.worst_case import (
     cosine_bound,
     full_jacobian,
     top_singular,
@@ -83,7 +83,7 @@ class Quadratic(nn.Module):
 
 def test_closed_form_quadratic_saliency() -> None:
     torch.manual_seed(0)
-    d, K = 12, 3
+    d = 12
     eigs = [torch.tensor([3.0, -5.0, 1.0] + [0.5] * (d - 3)), torch.linspace(-2, 4, d), torch.linspace(-1, 1, d)]
     A = []
     for lam in eigs:

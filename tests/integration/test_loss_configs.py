@@ -9,9 +9,9 @@ import torch
 import yaml
 
 import robustattr.losses as losses
-from robustattr.cli import build_cli
+from robustattr.apps.train import build_cli
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 OBJECTIVES = {
     "pgd": ("PGDAdversarialLoss", {"ce"}),
     "trades": ("TRADESLoss", {"ce", "kl"}),
@@ -67,4 +67,4 @@ def test_digits_config_instantiates_with_cli_and_trains(name: str, tmp_path: Pat
         assert torch.isfinite(out.loss)
         out.loss.backward()
         opt.step()
-    assert any(not torch.equal(a, b) for a, b in zip(before, module.parameters()))
+    assert any(not torch.equal(a, b) for a, b in zip(before, module.parameters(), strict=True))

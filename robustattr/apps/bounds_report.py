@@ -24,7 +24,7 @@ import torch
 
 from robustattr.attributions import InputXGradient, IntegratedGradients, Saliency
 from robustattr.attributions.base import Attribution
-from robustattr.certify.evaluate_bounds import BoundsEvaluation, evaluate_bounds
+from robustattr.bounds.protocol import BoundsEvaluation, evaluate_bounds
 from robustattr.models.activation import softplus_surrogate
 
 ATTRIBUTIONS = ("saliency", "ixg", "ig")
@@ -130,7 +130,7 @@ def main(argv: list[str] | None = None) -> dict:
     rows: list[dict] = []
     evals: list[tuple[str, BoundsEvaluation]] = []
     sample_rows: list[list[str]] = []
-    for name, ckpt in zip(names, args.checkpoint):
+    for name, ckpt in zip(names, args.checkpoint, strict=True):
         model, x, y, idx = _load(ckpt, args.config, args.split, args.num_samples, args.seed, args.device)
         if args.smooth_pool:
             model = softplus_surrogate(model, args.surrogate_beta, smooth_pool=True)

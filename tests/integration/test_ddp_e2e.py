@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from robustattr.utils.wandb_offline import find_offline_runs, read_offline_run
+from tests.wandb_offline import find_offline_runs, read_offline_run
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 ALL = REPO / "configs" / "digits_smallcnn_all_callbacks.yaml"
 DDP = REPO / "configs" / "trainer" / "ddp_cpu.yaml"
 pytestmark = [pytest.mark.slow, pytest.mark.ddp]

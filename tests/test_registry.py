@@ -1,0 +1,155 @@
+"""Contract tests parametrised over the registries: a unit is tested the moment it is registered."""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any
+
+import pytest
+import torch
+from torch import Tensor, nn
+
+from robustattr import registry
+from robustattr.attacks.core import AttackResult
+from robustattr.attributions import Saliency
+from robustattr.attributions.base import Attribution
+from robustattr.losses.base import LossOutput
+from robustattr.models import SmallCNN, build_model
+
+#: Cheap settings applied to every constructor that accepts them (the contract is about
+#: behaviour, not about the papers' budgets).
+SMALL: dict[str, Any] = {
+    "steps": 2, "n_samples": 3, "ig_steps": 4, "approx": 2, "inner_ig_steps": 2, "top_k": 20, "k": 20, "iters": 3,
+}
+
+
+def construct(cls: Any) -> Any:
+    """Instantiate ``cls`` with :data:`SMALL` where accepted and Saliency() for required attributions."""
+    kwargs: dict[str, Any] = {}
+    for name, p in inspect.signature(cls).parameters.items():
+        if name in SMALL:
+            kwargs[name] = SMALL[name]
+        elif p.default is inspect.Parameter.empty and p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL):
+            if name == "attribution":
+                kwargs[name] = Saliency()
+            elif name == "eps":
+                kwargs[name] = 0.1
+            else:
+                raise AssertionError(f"{cls.__name__} needs a value for {name!r} in the contract test")
+    return cls(**kwargs)
+
+
+def _model() -> nn.Module:
+    torch.manual_seed(0)
+    return build_model(SmallCNN(width=4, hidden=16), (0.3,), (0.3,))
+
+
+def _batch() -> tuple[Tensor, Tensor]:
+    from robustattr.data import load_digits_tensors
+
+    x, y = load_digits_tensors(28)
+    return x[:3].clone(), y[:3].clone()
+
+
+def _modes(model: nn.Module) -> list[bool]:
+    return [m.training for m in model.modules()]
+
+
+def _mixed_modes(model: nn.Module) -> nn.Module:
+    model.train()
+    model[1].features.eval()  # a mixed tree: every submodule's mode must come back as it was
+    return model
+
+
+@pytest.mark.parametrize("kind", sorted(registry.KINDS))
+def test_every_kind_is_populated_and_names_are_unique(kind: str) -> None:
+    names = registry.available(kind)
+    if kind != "evaluator":
+        assert names, f"no {kind} registered"
+    classes = [registry.get(kind, n) for n in names]
+    assert len(set(classes)) == len(classes)
+    for n, c in zip(names, classes, strict=True):
+        assert registry.name_of(c) == n
+
+
+def test_unknown_names_are_refused_with_the_choices() -> None:
+    with pytest.raises(ValueError, match="available: .*saliency"):
+        registry.build("attribution", "salency")
+    with pytest.raises(ValueError, match="unknown registry kind"):
+        registry.available("optimizer")
+
+
+@pytest.mark.parametrize("name", registry.available("attribution"))
+def test_attribution_contract(name: str) -> None:
+    attr = construct(registry.get("attribution", name))
+    assert isinstance(attr, Attribution)
+    model = _mixed_modes(_model())
+    modes = _modes(model)
+    x, y = _batch()
+    x0 = x.clone()
+    g = attr(model, x, y)
+    assert g.shape == x.shape and torch.isfinite(g).all()
+    assert torch.equal(x, x0) and x.grad is None and not x.requires_grad
+    assert _modes(model) == modes
+    if getattr(attr, "differentiable", True):
+        model.zero_grad()
+        attr(model, x, y, create_graph=True).pow(2).sum().backward()
+        grads = [p.grad for p in model.parameters()]
+        assert any(gr is not None and gr.abs().sum() > 0 for gr in grads)
+        assert all(gr is None or torch.isfinite(gr).all() for gr in grads)
+
+
+@pytest.mark.parametrize("name", registry.available("attack"))
+def test_attack_contract(name: str) -> None:
+    attack = construct(registry.get("attack", name))
+    model = _mixed_modes(_model())
+    modes = _modes(model)
+    x, y = _batch()
+    with torch.no_grad():
+        y = model.eval()(x).argmax(1)  # attribution attacks skip misclassified samples
+    _mixed_modes(model)
+    x0 = x.clone()
+    out = attack(model, x, y)
+    x_adv = out.x_adv if isinstance(out, AttackResult) else out
+    assert x_adv.shape == x.shape and not x_adv.requires_grad
+    assert torch.equal(x, x0) and x.grad is None
+    assert _modes(model) == modes
+    assert x_adv.min() >= 0 and x_adv.max() <= 1
+    eps = getattr(attack, "eps", None)
+    if eps is not None:
+        norm = getattr(attack, "norm", "linf")
+        d = (x_adv - x).flatten(1)
+        size = d.abs().amax(1) if norm == "linf" else d.norm(dim=1)
+        assert (size <= eps * (1 + 1e-5) + 1e-7).all()
+
+
+@pytest.mark.parametrize("name", registry.available("loss"))
+def test_loss_contract(name: str) -> None:
+    loss = construct(registry.get("loss", name))
+    model = _mixed_modes(_model())
+    modes = _modes(model)
+    x, y = _batch()
+    out = loss(model, x, y)
+    assert isinstance(out, LossOutput)
+    assert out.loss.dim() == 0 and torch.isfinite(out.loss)
+    assert all(v.dim() == 0 and not v.requires_grad for v in out.terms.values())
+    assert _modes(model) == modes
+    out.loss.backward()
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in model.parameters())
+
+
+@pytest.mark.parametrize("name", registry.available("metric"))
+def test_metric_contract(name: str) -> None:
+    cls = registry.get("metric", name)
+    if not hasattr(cls, "per_sample") or "b" not in inspect.signature(cls.per_sample).parameters:
+        pytest.fail(f"metric {name} does not follow the pairwise-map contract; extend this test for its kind")
+    metric = construct(cls)
+    g = torch.Generator().manual_seed(0)
+    a = torch.rand(4, 1, 28, 28, generator=g)
+    b = a + 0.3 * torch.rand(4, 1, 28, 28, generator=g)
+    vals = metric.per_sample(a, b)
+    assert all(v.shape == (4,) and torch.isfinite(v).all() for v in vals.values())
+    same = metric.per_sample(a, a.clone())
+    best = 1.0 if metric.higher_is_better else 0.0
+    for v in same.values():
+        torch.testing.assert_close(v.double(), torch.full((4,), best, dtype=torch.float64), atol=1e-6, rtol=0)
