@@ -6,7 +6,8 @@ Outputs in ``--output``:
   certified: ``idx, label, prediction, h_norm, h_norm_lower, cos@eps=…, eps_max@tau=…,
   seconds`` ("not certified" where nothing is certified). With ``--bound paper`` also
   ``UNSOUND_paper_cos@eps=…`` columns (not a certificate).
-- ``certify_config.json``: the parameters; a re-run with the same folder resumes (samples
+- ``certify_config.json``: the parameters, including ``margin`` (the lower bound on ‖h‖
+  used: ``bernstein`` or ``hoeffding``; ``--margin auto`` picks Bernstein for N ≥ 100); a re-run with the same folder resumes (samples
   already in the TSV are skipped, a torn last line is dropped) and refuses other parameters.
 - ``summary.json``: medians/quantiles of the certified cosine per ε, fraction certified ≥ τ,
   median ε_max per τ, seconds per sample.
@@ -207,6 +208,7 @@ def certify_checkpoint(
     seed: int = 0,
     device: str = "cpu",
     progress: bool = True,
+    margin: str = "auto",
 ) -> dict:
     """Certify samples of a dataset split with a ``train.py`` checkpoint; write TSV, JSON and PNGs.
 
@@ -225,6 +227,7 @@ def certify_checkpoint(
     certifier = UniformSmoothingCertifier(
         attribution=_attribution(attribution), radius=radius, n_samples=n_samples, alpha=alpha, bound_M=bound_M,
         bounding=bounding, eps_grid=list(eps_grid), taus=list(taus), batch_size=rows_per_forward, seed=seed, bound=bound,
+        margin=margin,
     )
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
@@ -243,11 +246,13 @@ def certify_checkpoint(
     params = {
         "checkpoint": str(checkpoint), "split": split, "radius": radius, "n_samples": n_samples, "alpha": alpha,
         "eps_grid": eps_l, "taus": taus_l, "attribution": attribution, "bound_M": bound_M, "bounding": bounding,
-        "bound": bound, "seed": seed, "indices": idx_list, "margin_t": certifier.margin,
+        "bound": bound, "seed": seed, "indices": idx_list, "margin": certifier.margin_method,
+        "margin_t": certifier.hoeffding_margin if certifier.margin_method == "hoeffding" else None,
     }
     cfg_path = output / CONFIG_JSON
     if cfg_path.exists():
         old = json.loads(cfg_path.read_text())
+        old.setdefault("margin", "hoeffding")  # runs written before the Bernstein margin existed
         diff = [k for k in params if k not in ("checkpoint",) and old.get(k) != params[k]]
         if diff:
             raise SystemExit(f"{output} holds a run with different parameters ({', '.join(diff)}); use a new --output")
@@ -286,7 +291,7 @@ def certify_checkpoint(
     rows = [rows_by_idx[i] for i in idx_list if i in rows_by_idx]
     summary = _summary(rows, header, eps_l, taus_l, params)
     _, trivial = summary.pop("_arrays")
-    title = f"r={radius:g}, N={n_samples}, α={alpha:g}, {attribution}, {len(rows)} samples ({split})"
+    title = f"r={radius:g}, N={n_samples}, α={alpha:g}, {certifier.margin_method}, {attribution}, {len(rows)} samples ({split})"
     files = _plots(output, eps_l, taus_l, trivial, title)
     files.update({"tsv": tsv, "summary": output / SUMMARY_JSON})
     summary["files"] = {k: str(v) for k, v in files.items()}
@@ -312,6 +317,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--attribution", default="saliency", choices=ATTRIBUTIONS)
     p.add_argument("--bound-M", type=float, default=1.0, help="norm bound M of the base attribution")
     p.add_argument("--bounding", default="normalize", choices=("normalize", "clip"))
+    p.add_argument("--margin", default="auto", choices=("auto", "bernstein", "hoeffding"), help="Monte Carlo lower bound on |h|: auto = bernstein for N >= 100, else hoeffding")
     p.add_argument("--bound", default="sound", choices=("sound", "paper"), help="'paper' ADDS the UNSOUND summarised bound (reproduction only)")
     p.add_argument("--batch-size", type=int, default=8, help="inputs certified together")
     p.add_argument("--rows-per-forward", type=int, default=1024, help="noisy copies per forward/backward")
@@ -350,7 +356,7 @@ def main(argv: list[str] | None = None) -> dict | None:
             radius=args.radius, n_samples=args.n_samples, alpha=args.alpha, eps_grid=_floats(args.eps), taus=_floats(args.taus),
             attribution=args.attribution, bound_M=args.bound_M, bounding=args.bounding, bound=args.bound,
             batch_size=args.batch_size, rows_per_forward=args.rows_per_forward, seed=args.seed, device=args.device,
-            progress=not args.no_progress,
+            progress=not args.no_progress, margin=args.margin,
         )
     except (CheckpointError, FileNotFoundError, ValueError) as err:
         print(f"certify.py: error: {err}", file=sys.stderr)

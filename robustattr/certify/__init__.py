@@ -3,6 +3,12 @@
 First-order worst-case estimates (not certificates) live in :mod:`robustattr.bounds`.
 """
 
+from robustattr.certify.margins import (
+    hoeffding_samples_ratio,
+    mc_margin,
+    norm_lower_bound,
+    resolve_margin,
+)
 from robustattr.certify.smoothing import (
     BoundedAttribution,
     SmoothingCertificate,
@@ -10,7 +16,6 @@ from robustattr.certify.smoothing import (
     bound_attribution,
     certified_cosine,
     certified_eps_max,
-    mc_margin,
     paper_cosine_unsound,
 )
 from robustattr.certify.volumes import (
@@ -30,9 +35,12 @@ __all__: list[str] = [
     "certified_eps_max",
     "eps_max_large_d",
     "lens_fraction",
+    "hoeffding_samples_ratio",
     "mc_margin",
+    "norm_lower_bound",
     "nonoverlap_fraction",
     "nonoverlap_fraction_inverse",
     "nonoverlap_fraction_large_d",
     "paper_cosine_unsound",
+    "resolve_margin",
 ]

@@ -1,14 +1,16 @@
-"""Sound certification of attribution robustness by uniform ℓ2 smoothing (SPEC §5, seeds 000/003).
+"""Sound certification of attribution robustness by uniform ℓ2 smoothing.
 
-Bounded base attribution ``ĝ`` (``‖ĝ(z)‖₂ ≤ M`` for every z), smoothed attribution
-``h(x) = E_{η~U(B₂(0,r))} ĝ(x+η)``. For every ``‖δ‖₂ ≤ ε``
+Wang & Kong, "Certified ℓ2 Attribution Robustness via Uniformly Smoothed Attributions"
+(arXiv:2405.06361). Bounded base attribution ``ĝ`` (``‖ĝ(z)‖₂ ≤ M`` for every z), smoothed
+attribution ``h(x) = E_{η~U(B₂(0,r))} ĝ(x+η)``. For every ``‖δ‖₂ ≤ ε``
 
     ‖h(x+δ) − h(x)‖₂ ≤ D = 2·M·ρ(ε, r, d),      ρ = I_{ε²/4r²}(½, (d+1)/2),
 
 so, if ``D < ‖h(x)‖``, ``cos(h(x), h(x+δ)) ≥ sqrt(1 − D²/‖h(x)‖²)``. ``h`` is estimated by
-the mean ``ĥ_N`` of N samples; with probability ≥ 1−α, ``‖ĥ_N − h‖ ≤ t =
-(M/√N)(1 + sqrt(2 ln(1/α)))`` and ``ℓ = ‖ĥ_N‖ − t`` replaces ``‖h‖``. Nothing is
-certified (NaN) where ``D ≥ ℓ``, ``ℓ ≤ 0`` or ``ε ≥ 2r``.
+the mean ``ĥ_N`` of N samples and ‖h‖ is replaced by a lower confidence bound ℓ that holds
+with probability ≥ 1−α (:func:`robustattr.certify.margins.norm_lower_bound`: the Hoeffding
+margin ``ℓ = ‖ĥ_N‖ − (M/√N)(1 + sqrt(2 ln(1/α)))`` or the variance-adaptive Bernstein
+margin). Nothing is certified (NaN) where ``D ≥ ℓ``, ``ℓ ≤ 0`` or ``ε ≥ 2r``.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from torch import Tensor, nn
 from robustattr.attributions.base import Attribution, check_inputs
 from robustattr.attributions.saliency import Saliency
 from robustattr.attributions.smoothing import sample_l2_ball
+from robustattr.certify.margins import MARGIN_METHODS, mc_margin, norm_lower_bound, resolve_margin
 from robustattr.certify.volumes import (
     ArrayLike,
     _f64,
@@ -42,26 +45,100 @@ def _check_alpha(alpha: float, name: str = "alpha") -> None:
 
 
 def _check_M(M: float) -> None:
-    if not M > 0:
-        raise ValueError(f"bound_M (M) must be > 0, got {M}")
+    if not (M > 0 and math.isfinite(M)):
+        raise ValueError(f"bound_M (M) must be finite and > 0, got {M}")
+
+
+_U64 = 2.0**-53  # unit roundoff of float64
+
+
+def _check_M_for(M: float, dtype: torch.dtype, d: int) -> None:
+    """M must be representable well inside ``dtype``: ``sqrt(d)·tiny ≤ M ≤ max/2``.
+
+    Below that range the rounding of subnormal entries alone could exceed the slack that
+    keeps ``‖ĝ‖ ≤ M``; above it ĝ could overflow.
+    """
+    fi = torch.finfo(dtype)
+    lo, hi = math.sqrt(max(d, 1)) * fi.tiny, fi.max / 2.0
+    if not lo <= M <= hi:
+        raise ValueError(f"bound_M (M) = {M} cannot be enforced for a {dtype} attribution of dimension {d}: need {lo:.3g} <= M <= {hi:.3g}")
+
+
+def _scaled_norm(x: Tensor) -> tuple[Tensor, Tensor]:
+    """``(a, s)`` with ``a = max_i |x_i|`` and ``s = ‖x/a‖₂`` per row of ``x: [B, d]`` (float64).
+
+    ``‖x‖ = a·s`` without underflow or overflow (``1 ≤ s ≤ √d``); zero rows give ``a = 0``,
+    ``s = 0``. ``a`` is treated as a constant (no gradient): ``x/a`` then has the same
+    direction as x and the normalisation below is exactly scale-invariant.
+    """
+    a = x.detach().abs().amax(dim=1, keepdim=True)
+    u = x / torch.where(a > 0, a, torch.ones_like(a))
+    return a, torch.linalg.vector_norm(u, dim=1, keepdim=True)
+
+
+def _enforce_norm(y: Tensor, M: float, out_dtype: torch.dtype) -> Tensor:
+    """``y·c`` cast to ``out_dtype`` with ``c = min(1, M'/‖y‖)`` chosen so that the result has ``‖·‖ ≤ M`` exactly.
+
+    ``y: [B, d]`` float64. ``‖y‖`` is bounded from above in float64 by ``a·s·(1+κ)``
+    (``_scaled_norm``; κ = (d+8)·2⁻⁵² covers the rounding of any summation order), and the
+    target ``M' = M·(1 − ε_out − 16·2⁻⁵³)`` leaves room for the rounding of the product and
+    of the cast to ``out_dtype`` (relative ε_out/2 per entry, plus at most ``tiny·ε_out/2``
+    per subnormal entry, covered because ``M ≥ √d·tiny``). The factor is a constant for
+    autograd (it differs from 1 by rounding only, or rescales an already bounded vector).
+    """
+    d = y.shape[1]
+    with torch.no_grad():
+        b = y.abs().amax(dim=1, keepdim=True)
+        b1 = torch.where(b > 0, b, torch.ones_like(b))
+        v = y / b1
+        s = (v * v).sum(dim=1, keepdim=True).sqrt()
+        kappa = (d + 8) * 2.0**-52
+        target = M * (1.0 - torch.finfo(out_dtype).eps - 16.0 * _U64)
+        c = torch.clamp((target / b1) / (s * (1.0 + kappa)), max=1.0)  # zero row: inf → 1
+    return (y * c).to(out_dtype)
 
 
 def bound_attribution(g: Tensor, M: float = 1.0, mode: str = "normalize") -> Tensor:
-    """Norm-bounded attribution ``ĝ`` with ``‖ĝ_b‖₂ ≤ M`` for every row b (SPEC §5).
+    """Norm-bounded attribution ``ĝ`` with ``‖ĝ_b‖₂ ≤ M`` for every row b and every finite g.
 
-    ``normalize``: ``ĝ = M·g/‖g‖₂`` (``‖g‖ = 0`` → ``ĝ = 0``, which has norm 0 ≤ M: sound);
-    ``clip``: ``ĝ = g·min(1, M/‖g‖₂)``. ``g: [B, ...]`` → same shape and dtype. The
-    certifier applies it in float64 so that rounding cannot push ``‖ĝ‖`` above M.
+    ``normalize``: ``ĝ = M·g/‖g‖₂`` (``g = 0`` → ``ĝ = 0``); ``clip``: ``ĝ = g·min(1, M/‖g‖₂)``
+    (Wang & Kong, "Certified ℓ2 Attribution Robustness via Uniformly Smoothed
+    Attributions", arXiv:2405.06361; the certificate needs ``‖ĝ(z)‖ ≤ M`` at every z, never
+    an empirical maximum).
+
+    Computed in float64 whatever the dtype of g: ``‖g‖`` is evaluated scale-safely as
+    ``max|g| · ‖g/max|g|‖`` (a plain norm underflows for entries below ~1e-154 in float64 /
+    ~1e-19 in float32, and then ``M·g/‖g‖`` exceeds M), and a final factor
+    ``min(1, M/‖ĝ‖)``, computed the same way with a rigorous rounding allowance, guarantees
+    ``‖ĝ‖ ≤ M`` for the returned values in g's dtype. Normalize mode therefore returns
+    ``‖ĝ‖ = M·(1 − O(ε_dtype + d·2⁻⁵²))``. Differentiable (``create_graph`` attributions).
+
+    Args:
+        g: ``[B, ...]`` floating attribution (e.g. ``[B, C, H, W]``).
+        M: the norm bound, ``√d·tiny(dtype) ≤ M ≤ max(dtype)/2``.
+        mode: ``"normalize"`` or ``"clip"``.
+    Returns:
+        ĝ, same shape and dtype as g.
+    Raises:
+        ValueError: bad mode, a non-floating g, or M outside the range of g's dtype.
     """
-    flat = g.reshape(g.shape[0], -1)
-    norm = flat.norm(dim=1)
-    if mode == "normalize":
-        scale = torch.where(norm > 0, M / torch.where(norm > 0, norm, torch.ones_like(norm)), torch.zeros_like(norm))
-    elif mode == "clip":
-        scale = torch.clamp(M / torch.where(norm > 0, norm, torch.ones_like(norm)), max=1.0)
-    else:
+    if mode not in ("normalize", "clip"):
         raise ValueError(f"bounding mode must be 'normalize' or 'clip', got {mode!r}")
-    return g * scale.view(-1, *([1] * (g.dim() - 1)))
+    if not torch.is_floating_point(g):
+        raise ValueError(f"g must be a floating tensor, got {g.dtype}")
+    _check_M(M)
+    flat = g.reshape(g.shape[0], -1)
+    _check_M_for(float(M), g.dtype, flat.shape[1])
+    x = flat.to(torch.float64)
+    a, nu = _scaled_norm(x)
+    u = x / torch.where(a > 0, a, torch.ones_like(a))
+    nz = nu > 0
+    scale = torch.where(nz, M / torch.where(nz, nu, torch.ones_like(nu)), torch.zeros_like(nu))
+    y = u * scale  # M·g/‖g‖ (0 for g = 0)
+    if mode == "clip":
+        fits = a <= M / torch.where(nz, nu.detach(), torch.ones_like(nu))  # ‖g‖ = a·ν ≤ M, no overflow
+        y = torch.where(fits, x, y)
+    return _enforce_norm(y, float(M), g.dtype).view_as(g)
 
 
 class BoundedAttribution(Attribution):
@@ -88,26 +165,14 @@ class BoundedAttribution(Attribution):
         return bound_attribution(self.base(model, x, y, create_graph=create_graph), self.M, self.mode)
 
 
-def mc_margin(n_samples: int, alpha: float, M: float = 1.0) -> float:
-    """Monte Carlo margin ``t = (M/√N)(1 + sqrt(2 ln(1/α)))``: ``P(‖ĥ_N − h‖₂ > t) ≤ α``.
-
-    (Vector Hoeffding/McDiarmid bound for the mean of N i.i.d. vectors of norm ≤ M.)
-    """
-    if n_samples < 1:
-        raise ValueError(f"n_samples (N) must be >= 1, got {n_samples}")
-    _check_alpha(alpha)
-    _check_M(M)
-    return M / math.sqrt(n_samples) * (1.0 + math.sqrt(2.0 * math.log(1.0 / alpha)))
-
-
 def certified_cosine(h_norm_lower: ArrayLike, eps: ArrayLike, r: float, d: int, M: float = 1.0) -> np.ndarray:
-    """Certified lower bound on ``cos(h(x), h(x+δ))`` for all ``‖δ‖₂ ≤ ε`` (sound; SPEC §5).
+    """Certified lower bound on ``cos(h(x), h(x+δ))`` for all ``‖δ‖₂ ≤ ε`` (sound; arXiv:2405.06361).
 
     ``cos ≥ sqrt(1 − D²/ℓ²)``, ``D = 2·M·ρ(ε, r, d)``, if ``D < ℓ``; NaN ("not certified")
     where ``D ≥ ℓ``, ``ℓ ≤ 0`` (or NaN) or ``ε ≥ 2r``.
 
     Args:
-        h_norm_lower: ℓ, a lower bound on ‖h(x)‖ (e.g. ``‖ĥ_N‖ − t``), shape ``[*S]``.
+        h_norm_lower: ℓ, a lower bound on ‖h(x)‖ (:func:`norm_lower_bound`), shape ``[*S]``.
         eps: ε grid, shape ``[*E]`` (ε ≥ 0).
         r, d, M: radius, dimension, norm bound.
     Returns:
@@ -127,11 +192,11 @@ def certified_cosine(h_norm_lower: ArrayLike, eps: ArrayLike, r: float, d: int, 
 
 
 def paper_cosine_unsound(h_norm: ArrayLike, eps: ArrayLike, r: float, d: int, M: float = 1.0) -> np.ndarray:
-    """UNSOUND. The bound quoted in secondary summaries of seed 000: ``T = ‖h‖/sqrt(‖h‖² + D²)``.
+    """UNSOUND. The bound quoted in secondary summaries of arXiv:2405.06361: ``T = ‖h‖/sqrt(‖h‖² + D²)``.
 
-    Kept for reproduction only. It is beaten by the seed-000 counterexample (SPEC §5:
-    d=2, r=1, ε=0.3, M=1 — true cosine 0.8896 < T = 0.9002). Shape ``[*S, *E]``; NaN
-    where ‖h‖ ≤ 0 or ε ≥ 2r.
+    Kept for reproduction only. A counterexample beats it: d=2, r=1, ε=0.3, M=1, ĝ = e₁ on
+    the lens of the two balls and unit vectors at ±103.59° on the two crescents give a true
+    cosine 0.8896 < T = 0.9002. Shape ``[*S, *E]``; NaN where ‖h‖ ≤ 0 or ε ≥ 2r.
     """
     _check_M(M)
     h = _f64(h_norm)
@@ -168,8 +233,10 @@ class SmoothingCertificate:
         y: ``[B]`` the class explained (predicted unless given).
         h_hat: ``[B, C, H, W]`` the Monte Carlo smoothed attribution ĥ_N.
         h_norm: ``[B]`` ‖ĥ_N‖ (float64).
-        margin: t, the Monte Carlo margin (same for all samples).
-        h_norm_lower: ``[B]`` ℓ = ‖ĥ_N‖ − t.
+        margin: ``[B]`` the Monte Carlo margin used, ``‖ĥ_N‖ − ℓ`` (the constant t for
+            the Hoeffding margin; depends on ‖ĥ_N‖ for the Bernstein margin).
+        margin_method: ``"bernstein"`` or ``"hoeffding"``, the lower bound used for ℓ.
+        h_norm_lower: ``[B]`` ℓ, the lower confidence bound on ‖h‖ (≤ 0: not certified).
         eps: ``[E]``; cos_lower: ``[B, E]`` certified cosine (NaN: not certified).
         taus: ``[T]``; eps_max: ``[B, T]`` largest certified ε per τ (NaN: not certified).
         seconds: ``[B]`` wall time per sample (batch time / B).
@@ -180,7 +247,8 @@ class SmoothingCertificate:
     y: Tensor
     h_hat: Tensor
     h_norm: Tensor
-    margin: float
+    margin: Tensor
+    margin_method: str
     h_norm_lower: Tensor
     eps: Tensor
     cos_lower: Tensor
@@ -196,13 +264,15 @@ class SmoothingCertificate:
 
 
 class UniformSmoothingCertifier:
-    """Certify ``cos(h(x), h(x+δ))`` for ``‖δ‖₂ ≤ ε`` by uniform ℓ2 smoothing (sound; SPEC §5).
+    """Certify ``cos(h(x), h(x+δ))`` for ``‖δ‖₂ ≤ ε`` by uniform ℓ2 smoothing (sound; arXiv:2405.06361).
 
     For each input the noise ``η ~ U(B₂(0, r))`` is drawn on the input's device from a
     per-sample generator seeded ``seed + index`` in fixed blocks of ``noise_block`` rows,
     so results do not depend on how inputs are batched or sharded. All B·block noisy
     copies of a block are evaluated together, ``batch_size`` rows per forward/backward.
-    ĝ is bounded in float64 and summed in float64.
+    ĝ is bounded in float64 (``‖ĝ‖ ≤ M`` exactly, :func:`bound_attribution`) and summed in
+    float64. ‖h‖ is replaced by the lower confidence bound ℓ of
+    :func:`~robustattr.certify.margins.norm_lower_bound`.
 
     Args:
         attribution: base attribution g (default :class:`Saliency`); bounded here.
@@ -221,6 +291,9 @@ class UniformSmoothingCertifier:
             definition: changing it changes the draws).
         bound: ``"sound"`` (default) or ``"paper"`` (additionally reports the UNSOUND
             summarised bound, for reproduction only).
+        margin: the lower bound ℓ on ‖h‖: ``"auto"`` (default: ``"bernstein"`` for N ≥ 100,
+            else ``"hoeffding"``; decided from N alone, before sampling), ``"bernstein"``
+            (variance-adaptive, Pinelis 1994 / Smale & Zhou 2007) or ``"hoeffding"``.
     """
 
     def __init__(
@@ -238,6 +311,7 @@ class UniformSmoothingCertifier:
         seed: int = 0,
         noise_block: int = 256,
         bound: str = "sound",
+        margin: str = "auto",
     ) -> None:
         if not radius > 0:
             raise ValueError(f"radius (r) must be > 0, got {radius}")
@@ -259,38 +333,56 @@ class UniformSmoothingCertifier:
             raise ValueError(f"noise_block must be >= 1, got {noise_block}")
         if bound not in ("sound", "paper"):
             raise ValueError(f"bound must be 'sound' or 'paper', got {bound!r}")
+        if margin not in MARGIN_METHODS:
+            raise ValueError(f"margin must be one of {MARGIN_METHODS}, got {margin!r}")
         self.attribution = attribution if attribution is not None else Saliency()
         self.radius, self.n_samples, self.alpha = float(radius), int(n_samples), float(alpha)
         self.M, self.bounding = float(bound_M), bounding
         self.eps_grid, self.taus = e, t
         self.batch_size, self.generator, self.seed = batch_size, generator, seed
-        self.noise_block, self.bound = noise_block, bound
+        self.noise_block, self.bound, self.margin = noise_block, bound, margin
 
     @property
-    def margin(self) -> float:
-        """t = (M/√N)(1 + sqrt(2 ln(1/α)))."""
+    def margin_method(self) -> str:
+        """The margin used for ℓ: ``margin`` with ``"auto"`` resolved from N (``"bernstein"`` or ``"hoeffding"``)."""
+        return resolve_margin(self.margin, self.n_samples)
+
+    @property
+    def hoeffding_margin(self) -> float:
+        """The Hoeffding margin t = (M/√N)(1 + sqrt(2 ln(1/α))) (constant over samples)."""
         return mc_margin(self.n_samples, self.alpha, self.M)
 
     # ---- Monte Carlo -------------------------------------------------------------
-    def _noise_block(self, x: Tensor, n: int, gens: list[torch.Generator] | None) -> Tensor:
-        """``[n, B, C, H, W]`` ℓ2-ball noise; one draw of n rows per sample generator."""
+    def _noise_block(self, x: Tensor, n: int, gens: list[torch.Generator] | None, radius: float) -> Tensor:
+        """``[n, B, C, H, W]`` ℓ2-ball noise of radius ``radius``; one draw of n rows per sample generator."""
         shape = tuple(x.shape[1:])
         if gens is None:
-            eta = sample_l2_ball(n * x.shape[0], shape, self.radius, self.generator, x.device, x.dtype)
+            eta = sample_l2_ball(n * x.shape[0], shape, radius, self.generator, x.device, x.dtype)
             return eta.view(n, x.shape[0], *shape)
-        return torch.stack([sample_l2_ball(n, shape, self.radius, g, x.device, x.dtype) for g in gens], dim=1)
+        return torch.stack([sample_l2_ball(n, shape, radius, g, x.device, x.dtype) for g in gens], dim=1)
 
     def smoothed_sum(
-        self, model: nn.Module, x: Tensor, y: Tensor, n_samples: int, gens: list[torch.Generator] | None, index: Tensor | None = None
+        self,
+        model: nn.Module,
+        x: Tensor,
+        y: Tensor,
+        n_samples: int,
+        gens: list[torch.Generator] | None,
+        index: Tensor | None = None,
+        radius: float | None = None,
     ) -> Tensor:
-        """``Σ_{i≤N} ĝ(x + η_i)`` in float64, ``[B, C, H, W]``; raises on non-finite attributions."""
+        """``Σ_{i≤N} ĝ(x + η_i)`` in float64, ``[B, C, H, W]``; raises on non-finite attributions.
+
+        ``radius`` defaults to the certifier's r.
+        """
+        r = self.radius if radius is None else float(radius)
         B = x.shape[0]
         total = torch.zeros(x.shape, dtype=torch.float64, device=x.device)
         bad = torch.zeros(B, dtype=torch.bool, device=x.device)
         done = 0
         while done < n_samples:
             n = min(self.noise_block, n_samples - done)
-            z = (x.unsqueeze(0) + self._noise_block(x, n, gens)).reshape(n * B, *x.shape[1:])
+            z = (x.unsqueeze(0) + self._noise_block(x, n, gens, r)).reshape(n * B, *x.shape[1:])
             yy = y.repeat(n)
             for s in range(0, n * B, self.batch_size):
                 rows = slice(s, min(s + self.batch_size, n * B))
@@ -325,30 +417,36 @@ class UniformSmoothingCertifier:
         ``index: [B]`` dataset indices seed the per-sample noise (``seed + index``); without
         it, ``arange(B)`` (or ``generator`` if one was given).
         """
-        return self._certify(model, x, y, index, self.radius, self.alpha, 0)
+        return self._certify(model, x, y, index, self.radius, self.alpha, 0, self.eps_grid)
 
-    def _certify(self, model: nn.Module, x: Tensor, y: Tensor | None, index: Tensor | None, radius: float, alpha: float, offset: int) -> SmoothingCertificate:
+    def _certify(
+        self,
+        model: nn.Module,
+        x: Tensor,
+        y: Tensor | None,
+        index: Tensor | None,
+        radius: float,
+        alpha: float,
+        offset: int,
+        eps_grid: np.ndarray,
+    ) -> SmoothingCertificate:
+        """One certificate at radius ``radius``, level ``alpha`` and ε grid ``eps_grid`` (no state is changed)."""
         start = time.perf_counter()
+        method = self.margin_method  # from N only, before any noise is drawn
         if y is None:
             y = self.predict(model, x)
         check_inputs(x, y)
         if x.dim() != 4:
             raise ValueError(f"x must be [B, C, H, W], got {tuple(x.shape)}")
-        old_r = self.radius
-        self.radius = radius
-        try:
-            total = self.smoothed_sum(model, x, y, self.n_samples, self._generators(x, index, offset), index)
-        finally:
-            self.radius = old_r
+        total = self.smoothed_sum(model, x, y, self.n_samples, self._generators(x, index, offset), index, radius=radius)
         h_hat = total / self.n_samples
         h_norm = h_hat.flatten(1).norm(dim=1)
-        t = mc_margin(self.n_samples, alpha, self.M)
-        ell = h_norm - t
+        ell = norm_lower_bound(h_norm, self.n_samples, alpha, self.M, method)
         d = math.prod(x.shape[1:])
         ell_np = ell.cpu().numpy()  # once per batch (synchronises; the wall time below includes the GPU work)
-        cos = certified_cosine(ell_np, self.eps_grid, radius, d, self.M)
+        cos = certified_cosine(ell_np, eps_grid, radius, d, self.M)
         epsm = certified_eps_max(ell_np, self.taus, radius, d, self.M)
-        paper = paper_cosine_unsound(ell_np, self.eps_grid, radius, d, self.M) if self.bound == "paper" else None
+        paper = paper_cosine_unsound(ell_np, eps_grid, radius, d, self.M) if self.bound == "paper" else None
         B = x.shape[0]
         secs = (time.perf_counter() - start) / B
         dev = x.device
@@ -357,9 +455,10 @@ class UniformSmoothingCertifier:
             y=y.detach(),
             h_hat=h_hat.to(x.dtype),
             h_norm=h_norm,
-            margin=t,
+            margin=h_norm - ell,
+            margin_method=method,
             h_norm_lower=ell,
-            eps=to(self.eps_grid),
+            eps=to(eps_grid),
             cos_lower=to(cos),
             taus=to(self.taus),
             eps_max=to(epsm),
@@ -386,7 +485,8 @@ class UniformSmoothingCertifier:
 
         ‖h‖ depends on r, so every radius is certified with fresh samples (the per-sample
         stream is offset per radius). Each radius uses ``α/len(radii)`` (Bonferroni), so
-        the reported radius is certified with probability ≥ 1−α despite the search.
+        the reported radius is certified with probability ≥ 1−α despite the search. The
+        margin is chosen as in :meth:`certify` (from N alone).
         """
         if not eps >= 0:
             raise ValueError(f"eps must be >= 0, got {eps}")
@@ -398,15 +498,11 @@ class UniformSmoothingCertifier:
         if y is None:
             y = self.predict(model, x)
         out = torch.full((x.shape[0],), float("nan"), dtype=torch.float64, device=x.device)
-        saved = self.eps_grid
-        self.eps_grid = np.array([eps], dtype=np.float64)
-        try:
-            for k, r in enumerate(rs.tolist()):
-                cert = self._certify(model, x, y, index, r, self.alpha / rs.size, (k + 1) * 1_000_003)
-                ok = (cert.cos_lower[:, 0] >= tau) & torch.isnan(out)
-                out = torch.where(ok, torch.full_like(out, r), out)
-        finally:
-            self.eps_grid = saved
+        grid = np.array([eps], dtype=np.float64)
+        for k, r in enumerate(rs.tolist()):
+            cert = self._certify(model, x, y, index, r, self.alpha / rs.size, (k + 1) * 1_000_003, grid)
+            ok = (cert.cos_lower[:, 0] >= tau) & torch.isnan(out)
+            out = torch.where(ok, torch.full_like(out, r), out)
         return out
 
 

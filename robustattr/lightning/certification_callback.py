@@ -8,7 +8,7 @@ once, per-sample noise seeded ``seed + index``). Logged keys (identical on all r
   certified contributes the trivial bound −1);
 - ``val_cert/frac_certified@tau=T,eps=E``: fraction of samples with certified cosine ≥ τ;
 - ``val_cert/eps_max@tau=T``: median largest certified ε for cos ≥ τ (0 when not certified);
-- ``val_cert/h_norm_lower``: median ℓ = ‖ĥ_N‖ − t.
+- ``val_cert/h_norm_lower``: median ℓ, the lower confidence bound on ‖h‖ (margin ``margin``).
 
 On rank zero, with a W&B logger, a line plot of the median certified cosine against ε.
 """
@@ -48,6 +48,9 @@ class CertificationCallback(EvalSubsetCallback):
         rows_per_forward: noisy copies per forward/backward.
         seed: subset selection and per-sample noise seed.
         progress: progress bar on rank zero.
+        margin: lower bound ℓ on ‖h‖: ``"auto"`` (Bernstein for ``n_samples ≥ 100``, else
+            Hoeffding), ``"bernstein"`` or ``"hoeffding"`` (see
+            :func:`robustattr.certify.norm_lower_bound`).
     Cost: ``num_samples · n_samples`` gradient evaluations per run.
     """
 
@@ -69,6 +72,7 @@ class CertificationCallback(EvalSubsetCallback):
         rows_per_forward: int = 1024,
         seed: int = 0,
         progress: bool = True,
+        margin: str = "auto",
     ) -> None:
         super().__init__(num_samples=num_samples, every_n_epochs=every_n_epochs, batch_size=batch_size, seed=seed, progress=progress)
         self.certifier = UniformSmoothingCertifier(
@@ -82,6 +86,7 @@ class CertificationCallback(EvalSubsetCallback):
             taus=list(taus),
             batch_size=rows_per_forward,
             seed=seed,
+            margin=margin,
         )
         self.eps_grid = [float(e) for e in self.certifier.eps_grid]
         self.taus = [float(t) for t in self.certifier.taus]

@@ -64,6 +64,8 @@ def test_report_files_and_values(demo_checkpoint: Path, tmp_path: Path) -> None:
     assert "UNSOUND_paper_cos@eps=0.001" in rows[0]
     js = json.loads((out / "summary.json").read_text())
     assert js["num_samples"] == 6 and js == {**summary, "files": js["files"]}
+    # the margin used is recorded: N = 24 < 100, so "auto" is Hoeffding
+    assert js["params"]["margin"] == "hoeffding" and json.loads((out / "certify_config.json").read_text())["margin"] == "hoeffding"
 
     # recompute two rows directly with the certifier on the loaded model (independent of the CLI's batching)
     from robustattr.checkpoint import load_classifier
@@ -127,6 +129,8 @@ def test_resume_refuses_other_parameters(demo_checkpoint: Path, tmp_path: Path) 
     main(_args(demo_checkpoint, out, n=2))
     with pytest.raises(SystemExit, match="radius"):
         main([*_args(demo_checkpoint, out, n=2), "--radius", "0.5"])
+    with pytest.raises(SystemExit, match="margin"):
+        main([*_args(demo_checkpoint, out, n=2), "--margin", "bernstein"])
 
 
 def test_architecture_mismatch_is_clear(demo_checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

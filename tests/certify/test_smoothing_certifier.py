@@ -179,7 +179,7 @@ def test_eps_max_inverts_certificate() -> None:
 
 
 def test_min_radius_constant_field() -> None:
-    """Constant unit field: ‖h‖ = 1 exactly for every r, so ℓ = 1 − t and the smallest certified r is
+    """Constant unit field: ‖h‖ = 1 exactly for every r, so ℓ = 1 − t (Hoeffding) and the smallest certified r is
     the first grid radius with sqrt(1 − (2ρ/ℓ)²) ≥ τ — computed here with scipy.betainc directly."""
 
     class Const(Attribution):
@@ -188,7 +188,7 @@ def test_min_radius_constant_field() -> None:
 
     d, eps, tau, N, alpha = 4, 0.05, 0.9, 400, 1e-3
     radii = [0.05, 0.1, 0.2, 0.4, 0.8, 1.6]
-    cert = UniformSmoothingCertifier(Const(), radius=1.0, n_samples=N, alpha=alpha)
+    cert = UniformSmoothingCertifier(Const(), radius=1.0, n_samples=N, alpha=alpha, margin="hoeffding")
     got = cert.min_radius(Dummy(), torch.zeros(1, 1, 2, 2), eps, tau, radii)
     ell = 1 - (1 / math.sqrt(N)) * (1 + math.sqrt(2 * math.log(len(radii) / alpha)))  # Bonferroni α/len
     ok = [r for r in radii if eps < 2 * r and 2 * betainc(0.5, (d + 1) / 2, eps**2 / (4 * r * r)) <= ell * math.sqrt(1 - tau**2)]
