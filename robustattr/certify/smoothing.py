@@ -64,23 +64,23 @@ def _check_M_for(M: float, dtype: torch.dtype, d: int) -> None:
         raise ValueError(f"bound_M (M) = {M} cannot be enforced for a {dtype} attribution of dimension {d}: need {lo:.3g} <= M <= {hi:.3g}")
 
 
-def _scaled_norm(x: Tensor) -> tuple[Tensor, Tensor]:
-    """``(a, s)`` with ``a = max_i |x_i|`` and ``s = ‖x/a‖₂`` per row of ``x: [B, d]`` (float64).
+def _scaled_norm(x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """``(a, u, s)``: ``a = max_i |x_i|``, ``u = x/a`` and ``s = ‖u‖₂`` per row of ``x: [B, d]`` (float64).
 
     ``‖x‖ = a·s`` without underflow or overflow (``1 ≤ s ≤ √d``); zero rows give ``a = 0``,
-    ``s = 0``. ``a`` is treated as a constant (no gradient): ``x/a`` then has the same
-    direction as x and the normalisation below is exactly scale-invariant.
+    ``u = 0``, ``s = 0``. ``a`` is treated as a constant (no gradient): ``u`` has the
+    direction of x and ``u/s = x/‖x‖`` as a function of x, so gradients are exact.
     """
     a = x.detach().abs().amax(dim=1, keepdim=True)
     u = x / torch.where(a > 0, a, torch.ones_like(a))
-    return a, torch.linalg.vector_norm(u, dim=1, keepdim=True)
+    return a, u, torch.linalg.vector_norm(u, dim=1, keepdim=True)
 
 
 def _enforce_norm(y: Tensor, M: float, out_dtype: torch.dtype) -> Tensor:
     """``y·c`` cast to ``out_dtype`` with ``c = min(1, M'/‖y‖)`` chosen so that the result has ``‖·‖ ≤ M`` exactly.
 
-    ``y: [B, d]`` float64. ``‖y‖`` is bounded from above in float64 by ``a·s·(1+κ)``
-    (``_scaled_norm``; κ = (d+8)·2⁻⁵² covers the rounding of any summation order), and the
+    ``y: [B, d]`` float64. ``‖y‖`` is bounded from above in float64 by ``b·s·(1+κ)``
+    (``b = max|y|``, ``s = ‖y/b‖`` as in ``_scaled_norm``; κ = (d+8)·2⁻⁵² covers the rounding of any summation order), and the
     target ``M' = M·(1 − ε_out − 16·2⁻⁵³)`` leaves room for the rounding of the product and
     of the cast to ``out_dtype`` (relative ε_out/2 per entry, plus at most ``tiny·ε_out/2``
     per subnormal entry, covered because ``M ≥ √d·tiny``). The factor is a constant for
@@ -130,8 +130,7 @@ def bound_attribution(g: Tensor, M: float = 1.0, mode: str = "normalize") -> Ten
     flat = g.reshape(g.shape[0], -1)
     _check_M_for(float(M), g.dtype, flat.shape[1])
     x = flat.to(torch.float64)
-    a, nu = _scaled_norm(x)
-    u = x / torch.where(a > 0, a, torch.ones_like(a))
+    a, u, nu = _scaled_norm(x)
     nz = nu > 0
     scale = torch.where(nz, M / torch.where(nz, nu, torch.ones_like(nu)), torch.zeros_like(nu))
     y = u * scale  # M·g/‖g‖ (0 for g = 0)

@@ -105,6 +105,12 @@ def test_invalid_parameters() -> None:
         CertificationCallback(radius=0.0)
     with pytest.raises(ValueError, match="taus"):
         CertificationCallback(taus=[1.5])
+    with pytest.raises(ValueError, match="margin"):
+        CertificationCallback(margin="best")
+    # the margin is passed through; "auto" resolves from N alone
+    assert CertificationCallback(n_samples=256).certifier.margin_method == "bernstein"
+    assert CertificationCallback(n_samples=64).certifier.margin_method == "hoeffding"
+    assert CertificationCallback(n_samples=256, margin="hoeffding").certifier.margin_method == "hoeffding"
 
 
 def _validate(tmp_path: Path, devices: int) -> dict[str, float]:
