@@ -71,9 +71,14 @@ def _scaled_norm(x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     ``u = 0``, ``s = 0``. ``a`` is treated as a constant (no gradient): ``u`` has the
     direction of x and ``u/s = x/‖x‖`` as a function of x, so gradients are exact.
     """
-    a = x.detach().abs().amax(dim=1, keepdim=True)
+    a = _row_absmax(x.detach())
     u = x / torch.where(a > 0, a, torch.ones_like(a))
     return a, u, torch.linalg.vector_norm(u, dim=1, keepdim=True)
+
+
+def _row_absmax(x: Tensor) -> Tensor:
+    """``max_i |x_i|`` per row of ``x: [B, d]`` as ``[B, 1]`` (exact; no temporary ``|x|``)."""
+    return torch.maximum(x.amax(dim=1, keepdim=True), -x.amin(dim=1, keepdim=True))
 
 
 def _enforce_norm(y: Tensor, M: float, out_dtype: torch.dtype) -> Tensor:
@@ -88,10 +93,9 @@ def _enforce_norm(y: Tensor, M: float, out_dtype: torch.dtype) -> Tensor:
     """
     d = y.shape[1]
     with torch.no_grad():
-        b = y.abs().amax(dim=1, keepdim=True)
+        b = _row_absmax(y)
         b1 = torch.where(b > 0, b, torch.ones_like(b))
-        v = y / b1
-        s = (v * v).sum(dim=1, keepdim=True).sqrt()
+        s = torch.linalg.vector_norm(y / b1, dim=1, keepdim=True)
         kappa = (d + 8) * 2.0**-52
         target = M * (1.0 - torch.finfo(out_dtype).eps - 16.0 * _U64)
         c = torch.clamp((target / b1) / (s * (1.0 + kappa)), max=1.0)  # zero row: inf → 1
