@@ -7,8 +7,9 @@ Outputs in ``--output``:
   seconds`` ("not certified" where nothing is certified). With ``--bound paper`` also
   ``UNSOUND_paper_cos@eps=…`` columns (not a certificate).
 - ``certify_config.json``: the parameters, including ``margin`` (the lower bound on ‖h‖
-  used: ``bernstein`` or ``hoeffding``; ``--margin auto`` picks Bernstein for N ≥ 100); a re-run with the same folder resumes (samples
-  already in the TSV are skipped, a torn last line is dropped) and refuses other parameters.
+  used: ``bernstein`` or ``hoeffding``; ``--margin auto`` picks Bernstein for N ≥ 100); a
+  re-run with the same folder resumes (samples already in the TSV are skipped, a torn last
+  line is dropped) and refuses other parameters.
 - ``summary.json``: medians/quantiles of the certified cosine per ε, fraction certified ≥ τ,
   median ε_max per τ, seconds per sample.
 - ``cos_vs_eps.png`` (median and 25–75 % band) and ``frac_certified_vs_eps.png``.
