@@ -10,8 +10,41 @@ from torch import Tensor, nn
 
 from robustattr.attributions.base import Attribution, chunked_rows, ensure_grad_mode
 from robustattr.registry import register
+from robustattr.utils import eval_mode
 
 _MODES = ("bilinear", "nearest", "bicubic")
+
+
+def last_spatial_layer(model: nn.Module, x: Tensor) -> str:
+    """The module path of the last module (in call order) whose output is ``[B, K, h, w]`` with ``h·w > 1``.
+
+    Found with one forward pass of ``x[:1]`` under ``no_grad`` in eval mode (BatchNorm
+    statistics untouched; modes restored); for a convolutional classifier it is the output of
+    the last convolutional stage (e.g. ``"1.net.layer4"`` of a timm resnet, ``"1.features"``
+    of a ``build_model(SmallCNN())`` network).
+    """
+    seen: list[str] = []
+    handles = []
+
+    def make_hook(name: str) -> Any:
+        def hook(_m: nn.Module, _i: Any, out: Any) -> None:
+            if isinstance(out, Tensor) and out.dim() == 4 and out.shape[2] * out.shape[3] > 1:
+                seen.append(name)
+
+        return hook
+
+    try:
+        for name, m in model.named_modules():
+            if name:
+                handles.append(m.register_forward_hook(make_hook(name)))
+        with torch.no_grad(), eval_mode(model):
+            model(x[:1])
+    finally:
+        for h in handles:
+            h.remove()
+    if not seen:
+        raise ValueError(f"{type(model).__name__} has no module with a spatial output [B, K, h, w]; pass layer=")
+    return seen[-1]
 
 
 def resolve_layer(model: nn.Module, layer: str) -> nn.Module:
@@ -45,7 +78,9 @@ class GradCAM(Attribution):
     Args:
         layer: dotted path of the layer whose output is ``A`` (choose a layer whose output is
             not modified in place afterwards, e.g. a block output rather than a BatchNorm
-            followed by an in-place ReLU).
+            followed by an in-place ReLU). ``None`` (default): the last module with a spatial
+            output, found by :func:`last_spatial_layer` on each call (one extra forward pass
+            of one sample).
         relu: apply the ReLU of the paper (default True; Captum's default is False).
         interpolate_mode: ``"bilinear"`` (default), ``"nearest"`` or ``"bicubic"``.
         internal_batch_size: rows per forward/backward chunk (``None``: the whole batch).
@@ -55,13 +90,13 @@ class GradCAM(Attribution):
 
     def __init__(
         self,
-        layer: str,
+        layer: str | None = None,
         relu: bool = True,
         interpolate_mode: str = "bilinear",
         internal_batch_size: int | None = None,
     ) -> None:
-        if not isinstance(layer, str) or not layer:
-            raise ValueError(f"layer must be a non-empty module path, got {layer!r}")
+        if layer is not None and (not isinstance(layer, str) or not layer):
+            raise ValueError(f"layer must be a non-empty module path or None, got {layer!r}")
         if interpolate_mode not in _MODES:
             raise ValueError(f"interpolate_mode must be one of {_MODES}, got {interpolate_mode!r}")
         if internal_batch_size is not None and internal_batch_size < 1:
@@ -74,12 +109,13 @@ class GradCAM(Attribution):
     def layer_cam(self, model: nn.Module, x: Tensor, y: Tensor, create_graph: bool = False) -> Tensor:
         """The un-upsampled map ``Σ_k α_k A_k`` (ReLU'd if ``relu``): ``[B, 1, h, w]``."""
         ensure_grad_mode()
-        module = resolve_layer(model, self.layer)
+        layer = self.layer if self.layer is not None else last_spatial_layer(model, x)
+        module = resolve_layer(model, layer)
         acts: list[Tensor] = []
 
         def hook(_m: nn.Module, _inp: Any, out: Any) -> Tensor:
             if not isinstance(out, Tensor) or out.dim() < 3:
-                raise ValueError(f"layer {self.layer!r} must output one tensor [B, K, h, w], got {type(out).__name__}")
+                raise ValueError(f"layer {layer!r} must output one tensor [B, K, h, w], got {type(out).__name__}")
             if not out.requires_grad:  # frozen weights and x without grad: make A a leaf to differentiate
                 out = out.detach().requires_grad_(True)
             acts.append(out)
@@ -90,7 +126,7 @@ class GradCAM(Attribution):
             with torch.enable_grad():
                 logits = model(x)
                 if len(acts) != 1:
-                    raise ValueError(f"layer {self.layer!r} ran {len(acts)} times in one forward pass; Grad-CAM needs exactly once")
+                    raise ValueError(f"layer {layer!r} ran {len(acts)} times in one forward pass; Grad-CAM needs exactly once")
                 A = acts[0]
                 sel = logits.gather(1, y.view(-1, 1).long()).sum()
                 (grad,) = torch.autograd.grad(sel, A, create_graph=create_graph)

@@ -246,8 +246,10 @@ def test_grad_cam_matches_captum(name: str) -> None:
     assert float(ours.min()) >= 0
 
 
-def test_grad_cam_unknown_layer_is_a_value_error() -> None:
+def test_grad_cam_default_layer_and_errors() -> None:
     model, x, y = _smallcnn()
+    # layer=None: the last module with a spatial output (SmallCNN: the feature extractor's pooled maps)
+    torch.testing.assert_close(GradCAM()(model, x, y), GradCAM("1.features")(model, x, y), rtol=0, atol=0)
     with pytest.raises(ValueError, match="layer"):
         GradCAM("1.features.99")(model, x, y)
 

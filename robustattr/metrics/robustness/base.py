@@ -26,8 +26,7 @@ Quantus's own draws through it).
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -36,7 +35,7 @@ from torch import Tensor, nn
 from torchmetrics import Metric
 
 from robustattr.attributions import Attribution, Saliency
-from robustattr.utils.rng import per_sample_generators
+from robustattr.utils import eval_mode, per_sample_generators
 
 __all__ = [
     "GaussianNoise",
@@ -46,18 +45,6 @@ __all__ = [
 ]
 
 Generators = Sequence[torch.Generator] | torch.Generator | None
-
-
-@contextmanager
-def eval_mode(model: nn.Module) -> Iterator[None]:
-    """Eval mode for the duration of the block; every submodule's own mode is restored after."""
-    saved = [(m, m.training) for m in model.modules()]
-    try:
-        model.eval()
-        yield
-    finally:
-        for m, mode in saved:
-            m.training = mode
 
 
 def _draw(sampler: Any, x: Tensor, n: int, generators: Generators) -> Tensor:

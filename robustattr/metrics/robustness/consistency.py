@@ -9,8 +9,9 @@ import torch
 from torch import Tensor, nn
 
 from robustattr.attributions import Attribution
-from robustattr.metrics.robustness.base import RobustnessMetric, eval_mode
+from robustattr.metrics.robustness.base import RobustnessMetric
 from robustattr.registry import register
+from robustattr.utils import eval_mode
 
 __all__ = ["Consistency", "discretise"]
 
