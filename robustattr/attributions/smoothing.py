@@ -52,7 +52,7 @@ def sample_linf_cube(
     device: torch.device | str | None = None,
     dtype: torch.dtype = torch.float32,
 ) -> Tensor:
-    """Uniform samples from the cube ``[−r, r]^d`` (seed 002's "Uniform Gradient"). ``[n, *shape]``."""
+    """Uniform samples from the cube ``[−r, r]^d`` (the "Uniform Gradient" of Wang et al., NeurIPS 2020, arXiv:2006.06643). ``[n, *shape]``."""
     if radius <= 0:
         raise ValueError(f"radius must be > 0, got {radius}")
     u = torch.rand((n, *shape), generator=generator, device=device, dtype=dtype)
