@@ -138,7 +138,13 @@ def test_loss_contract(name: str) -> None:
     assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in model.parameters())
 
 
-@pytest.mark.parametrize("name", registry.available("metric"))
+def _is_robustness_metric(name: str) -> bool:
+    from robustattr.metrics import RobustnessMetric
+
+    return issubclass(registry.get("metric", name), RobustnessMetric)
+
+
+@pytest.mark.parametrize("name", [n for n in registry.available("metric") if not _is_robustness_metric(n)])
 def test_metric_contract(name: str) -> None:
     cls = registry.get("metric", name)
     if not hasattr(cls, "per_sample") or "b" not in inspect.signature(cls.per_sample).parameters:
@@ -153,3 +159,26 @@ def test_metric_contract(name: str) -> None:
     best = 1.0 if metric.higher_is_better else 0.0
     for v in same.values():
         torch.testing.assert_close(v.double(), torch.full((4,), best, dtype=torch.float64), atol=1e-6, rtol=0)
+
+
+@pytest.mark.parametrize("name", [n for n in registry.available("metric") if _is_robustness_metric(n)])
+def test_robustness_metric_contract(name: str) -> None:
+    """Metrics updated with (model, x, y, index): [B] float64 values, no side effects, sum states,
+    per-sample streams (a sample's value does not depend on its batch, except Consistency,
+    which is a within-batch statistic by definition)."""
+    metric = construct(registry.get("metric", name))
+    model = _mixed_modes(_model())
+    modes = _modes(model)
+    x, y = _batch()
+    x0 = x.clone()
+    idx = torch.tensor([5, 6, 7])
+    v = metric.per_sample(model, x, y, index=idx)
+    assert v.shape == (3,) and v.dtype == torch.float64 and not torch.isinf(v).any()
+    assert torch.equal(x, x0) and x.grad is None and not x.requires_grad
+    assert _modes(model) == modes
+    assert all(p.grad is None for p in model.parameters())
+    if name != "consistency":
+        torch.testing.assert_close(metric.per_sample(model, x[1:], y[1:], index=idx[1:]), v[1:], rtol=1e-5, atol=1e-12, equal_nan=True)
+    metric.update(model, x, y, index=idx)
+    assert int(metric.count) + int(metric.nan_count) == 3
+    assert metric.compute().dim() == 0

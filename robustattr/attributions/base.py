@@ -5,6 +5,10 @@ Every attribution is called as ``attr(model, x, y, create_graph=False)`` with
 With ``create_graph=True`` the result is part of the autograd graph: a loss on it
 back-propagates to the model's parameters and, if ``x.requires_grad``, to ``x``.
 No attribution mutates ``x``, ``x.grad`` or the model's train/eval mode.
+
+Attributions that cannot build a differentiable graph (e.g. a wrapped Captum method) set
+``differentiable = False``; calling them with ``create_graph=True`` raises ``ValueError``, so
+a training loss that needs second derivatives refuses them instead of silently getting zeros.
 """
 
 from __future__ import annotations
@@ -68,11 +72,33 @@ def chunked_rows(fn: Callable[[slice], Tensor], n: int, chunk: int | None) -> Te
 
 
 class Attribution(ABC):
-    """Base class: ``__call__(model, x, y, create_graph=False) -> Tensor`` shaped like ``x``."""
+    """Base class: ``__call__(model, x, y, create_graph=False) -> Tensor`` shaped like ``x``.
+
+    Attributes:
+        differentiable: whether ``create_graph=True`` yields a result that is part of the
+            autograd graph (True unless a subclass says otherwise).
+    """
+
+    differentiable: bool = True
 
     def __call__(self, model: nn.Module, x: Tensor, y: Tensor, create_graph: bool = False) -> Tensor:
         check_inputs(x, y)
+        if create_graph and not self.differentiable:
+            raise ValueError(
+                f"create_graph=True is not supported by {type(self).__name__}: it is not differentiable "
+                "(use it for evaluation, not inside a loss that back-propagates through the attribution)"
+            )
         return self.attribute(model, x, y, create_graph=create_graph)
+
+    def with_rows(self, rows: Tensor) -> Attribution:
+        """The attribution to apply to a batch whose row ``j`` is original sample ``rows[j]``.
+
+        Wrappers that fold copies of each sample into the batch dimension (noise averaging)
+        call this once per chunk, so per-sample state (e.g. an IG baseline with one row per
+        sample, ``[B, C, H, W]``) follows its sample. ``rows: [N]`` int64 indices into the
+        original batch. The default returns ``self`` (no per-sample state).
+        """
+        return self
 
     @abstractmethod
     def attribute(self, model: nn.Module, x: Tensor, y: Tensor, create_graph: bool = False) -> Tensor:
