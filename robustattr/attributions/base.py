@@ -5,6 +5,13 @@ Every attribution is called as ``attr(model, x, y, create_graph=False)`` with
 With ``create_graph=True`` the result is part of the autograd graph: a loss on it
 back-propagates to the model's parameters and, if ``x.requires_grad``, to ``x``.
 No attribution mutates ``x``, ``x.grad`` or the model's train/eval mode.
+
+Input contract (:mod:`robustattr.utils.contract`): the outermost call checks once that ``x`` is
+finite with pixels in [0, 1], that ``y`` holds classes in ``[0, K)`` (against the model's first
+output) and that the model returns ``[B, K]``; the returned attribution must be finite, and rows
+computed from non-finite logits are made NaN so that this one check catches them. A violation
+raises ``ValueError`` naming the samples. Nested calls (the base of SmoothGrad on noisy copies,
+attributions inside attacks) are not re-checked.
 """
 
 from __future__ import annotations
@@ -14,6 +21,8 @@ from collections.abc import Callable
 
 import torch
 from torch import Tensor, nn
+
+from robustattr.utils import contract
 
 
 def ensure_grad_mode() -> None:
@@ -31,13 +40,24 @@ def ensure_grad_mode() -> None:
 
 
 def check_inputs(x: Tensor, y: Tensor) -> None:
-    """Validate ``x: [B, ...]`` floating and ``y: [B]`` integer labels."""
-    if not torch.is_floating_point(x):
-        raise ValueError(f"x must be a floating tensor, got {x.dtype}")
-    if y.dim() != 1 or y.shape[0] != x.shape[0]:
-        raise ValueError(f"y must have shape [B]={x.shape[0]}, got {tuple(y.shape)}")
-    if y.dtype not in (torch.int64, torch.int32):
-        raise ValueError(f"y must hold integer class indices, got {y.dtype}")
+    """Validate ``x: [B, C, H, W]`` (floating, finite, in [0, 1]) and ``y: [B]`` (integer, ≥ 0); one synchronisation."""
+    contract.check_batch(x, y)
+
+
+def checked_attribution(compute: Callable[[], Tensor], x: Tensor, y: Tensor) -> Tensor:
+    """Run ``compute()`` (an attribution of ``x: [B, C, H, W]`` for ``y: [B]``) as a public entry.
+
+    The outermost call checks ``x`` and ``y`` before, the labels against K at the first model
+    output (:func:`logit_input_grad`) and the finiteness of the result after; nested calls run
+    ``compute()`` unchecked.
+    """
+    with contract.entry(labels=y) as outer:
+        if outer:
+            check_inputs(x, y)
+        g = compute()
+        if outer:
+            contract.check_finite(g, "attribution")
+    return g
 
 
 def logit_input_grad(model: nn.Module, z: Tensor, y: Tensor, create_graph: bool = False) -> Tensor:
@@ -47,14 +67,23 @@ def logit_input_grad(model: nn.Module, z: Tensor, y: Tensor, create_graph: bool 
     function of whatever ``z`` was computed from); otherwise a detached leaf copy is used.
     Each sample's logit only depends on its own input, so ``∇ Σ_n f_{y_n}(z_n)`` gives all
     per-sample gradients in one backward pass.
+
+    The model output must be ``[N, K]`` (``ValueError`` otherwise). Rows whose logits are not
+    all finite come back as NaN, so the check at the public entry refuses them; called on its
+    own (outside any entry) it checks ``y`` against K and the finiteness of the result itself.
     """
     ensure_grad_mode()
+    outer = not contract.inside_entry()
     with torch.enable_grad():
         if not z.requires_grad:
             z = z.detach().requires_grad_(True)
         out = model(z)
+        contract.check_model_output(out, z.shape[0], y)
         sel = out.gather(1, y.view(-1, 1).long()).sum()
         (g,) = torch.autograd.grad(sel, z, create_graph=create_graph)
+        g = contract.poison_nonfinite_rows(g, out)
+    if outer:
+        contract.check_finite(g, "attribution")
     return g
 
 
@@ -71,8 +100,9 @@ class Attribution(ABC):
     """Base class: ``__call__(model, x, y, create_graph=False) -> Tensor`` shaped like ``x``."""
 
     def __call__(self, model: nn.Module, x: Tensor, y: Tensor, create_graph: bool = False) -> Tensor:
-        check_inputs(x, y)
-        return self.attribute(model, x, y, create_graph=create_graph)
+        """``g: [B, C, H, W]`` for ``x: [B, C, H, W]`` in [0, 1] and ``y: [B]``; the input contract is checked
+        (see the module docstring) and a ``ValueError`` names the offending samples."""
+        return checked_attribution(lambda: self.attribute(model, x, y, create_graph=create_graph), x, y)
 
     @abstractmethod
     def attribute(self, model: nn.Module, x: Tensor, y: Tensor, create_graph: bool = False) -> Tensor:
