@@ -24,6 +24,8 @@ from torch import Tensor, nn
 
 from robustattr.utils import contract
 
+_HINT = "(non-finite logits or gradients: does the network overflow?)"
+
 
 def ensure_grad_mode() -> None:
     """Raise if gradients cannot be computed here (Lightning's inference mode is on).
@@ -56,7 +58,7 @@ def checked_attribution(compute: Callable[[], Tensor], x: Tensor, y: Tensor) -> 
             check_inputs(x, y)
         g = compute()
         if outer:
-            contract.check_finite(g, "attribution")
+            contract.check_finite(g, "attribution", hint=_HINT)
     return g
 
 
@@ -83,7 +85,7 @@ def logit_input_grad(model: nn.Module, z: Tensor, y: Tensor, create_graph: bool 
         (g,) = torch.autograd.grad(sel, z, create_graph=create_graph)
         g = contract.poison_nonfinite_rows(g, out)
     if outer:
-        contract.check_finite(g, "attribution")
+        contract.check_finite(g, "attribution", hint=_HINT)
     return g
 
 
