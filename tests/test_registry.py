@@ -182,3 +182,82 @@ def test_robustness_metric_contract(name: str) -> None:
     metric.update(model, x, y, index=idx)
     assert int(metric.count) + int(metric.nan_count) == 3
     assert metric.compute().dim() == 0
+
+
+# ---- the input contract, for every registered unit -------------------------------------------
+def _vector_output(model: nn.Module) -> nn.Module:
+    class FirstLogit(nn.Module):
+        def forward(self, x: Tensor) -> Tensor:
+            return model(x)[:, 0]
+
+    return FirstLogit()
+
+
+def _bad_case(case: str, x: Tensor, y: Tensor, model: nn.Module) -> tuple[Tensor, Tensor, nn.Module, str]:
+    """Corrupt a batch; returns ``(x, y, model, regex of the expected message)``."""
+    x, y = x.clone(), y.clone()
+    if case == "all_nan_image":
+        x[1] = float("nan")
+        return x, y, model, r"^x: samples \[1\] contain NaN/inf$"
+    if case == "nan_pixel":
+        x[2, 0, 14, 14] = float("nan")
+        return x, y, model, r"^x: samples \[2\] contain NaN/inf$"
+    if case == "inf_pixel":
+        x[0, 0, 3, 5] = float("inf")
+        return x, y, model, r"^x: samples \[0\] contain NaN/inf$"
+    if case == "x255":
+        return 255 * x, y, model, r"^x: samples \[[0-9, ]+\] lie outside \[0, 1\] \(min .*, max .*\); .*range_check\(False\)"
+    if case == "label_out_of_range":
+        y[1] = 10
+        return x, y, model, r"^y: samples \[1\] have class 10 outside \[0, 10\)$"
+    if case == "vector_output":
+        # folded attributions (IG path points, noise copies) name their rows: "[9] ... (the 3 samples folded into 9 rows)"
+        return x, y, _vector_output(model), (
+            r"^model output has shape (\[3\], expected \[B, K\] = \[3, K\]"
+            r"|\[(\d+)\], expected \[B, K\] = \[\2, K\] \(the 3 samples folded into \2 rows\))$"
+        )
+    raise AssertionError(case)
+
+
+CASES = ["all_nan_image", "nan_pixel", "inf_pixel", "x255", "label_out_of_range", "vector_output"]
+
+
+def _call(kind: str, unit: Any, model: nn.Module, x: Tensor, y: Tensor) -> Any:
+    return unit(model, x, y)
+
+
+@pytest.mark.parametrize("case", CASES)
+@pytest.mark.parametrize(("kind", "name"), [(k, n) for k in ("attribution", "attack", "loss") for n in registry.available(k)])
+def test_input_contract_refuses_bad_input(kind: str, name: str, case: str) -> None:
+    unit = construct(registry.get(kind, name))
+    model = _model()
+    x, y = _batch()
+    x, y, model, message = _bad_case(case, x, y, model)
+    with pytest.raises(ValueError, match=message):
+        _call(kind, unit, model, x, y)
+
+
+@pytest.mark.parametrize(("kind", "name"), [(k, n) for k in ("attribution", "attack", "loss") for n in registry.available(k)])
+def test_range_check_off_lets_other_pixel_conventions_through(kind: str, name: str) -> None:
+    from robustattr.utils import range_check
+
+    unit = construct(registry.get(kind, name))
+    model = _model()
+    x, y = _batch()
+    with range_check(False):
+        out = _call(kind, unit, model, 255 * x, y)
+    assert out is not None
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), float("-inf")])
+@pytest.mark.parametrize("name", [n for n in registry.available("metric") if not _is_robustness_metric(n)])
+def test_metric_refuses_non_finite_maps(name: str, value: float) -> None:
+    metric = construct(registry.get("metric", name))
+    g = torch.Generator().manual_seed(0)
+    a = torch.rand(4, 1, 28, 28, generator=g)
+    b = a.clone()
+    b[2, 0, 5, 5] = value
+    with pytest.raises(ValueError, match=r"samples \[2\]"):
+        metric.per_sample(a, b)
+    with pytest.raises(ValueError, match=r"samples \[2\]"):
+        metric.per_sample(b, a)

@@ -11,6 +11,14 @@ One loop, many objectives: an attack supplies a differentiable *objective* ``J(x
    label-preserving iterate with the best criterion (restarts keep the best overall),
 4. returns :class:`AttackResult` with ``x_adv`` detached in ``B_p(x, ε) ∩ [0, 1]``.
 
+Every call runs the model in eval mode (BatchNorm uses its running statistics, dropout is off,
+so a sample's result does not depend on the rest of its batch) and restores every submodule's
+mode afterwards. The input contract (:mod:`robustattr.utils.contract`) is checked once per
+call: ``x`` finite in [0, 1], ``y`` classes in ``[0, K)``, model output ``[B, K]`` and finite,
+the criterion at the clean input finite; a violation raises ``ValueError`` naming the samples.
+The surrogate (``surrogate_beta``) replaces ReLU by ``Softplus(β)`` and, unless
+``smooth_pool=False``, max-pooling by log-mean-exp pooling with the same β.
+
 Cost per step: one double backward on the surrogate (objective gradient), one forward on
 the original network (label check) plus whatever the criterion needs (usually one
 attribution on the original network).
@@ -29,6 +37,7 @@ from robustattr.attacks.pgd import ascent_direction, project
 from robustattr.attributions.base import Attribution
 from robustattr.attributions.smoothing import sample_l2_ball, sample_linf_cube
 from robustattr.models.activation import softplus_surrogate
+from robustattr.utils import contract
 from robustattr.utils.modes import eval_mode
 from robustattr.utils.rng import per_sample_generators
 
@@ -135,6 +144,7 @@ class ProjectedAscentAttack:
         random_start: start uniformly in the ball (ℓ∞ cube / exact ℓ2 ball) instead of at x.
         surrogate_beta: β of the softplus surrogate used for the ascent (None: the model as is).
         seed: seed of the random start / noise when no per-sample seeds are given.
+        smooth_pool: the surrogate also replaces max-pooling by log-mean-exp pooling (default True).
     """
 
     criterion_sense: str = "max"
@@ -149,6 +159,7 @@ class ProjectedAscentAttack:
         random_start: bool = False,
         surrogate_beta: float | None = 10.0,
         seed: int | None = None,
+        smooth_pool: bool = True,
     ) -> None:
         if eps <= 0:
             raise ValueError(f"eps must be > 0, got {eps}")
@@ -164,6 +175,7 @@ class ProjectedAscentAttack:
             raise ValueError(f"surrogate_beta must be > 0 or None, got {surrogate_beta}")
         self.eps, self.steps, self.step_size, self.norm = float(eps), int(steps), float(step_size), norm
         self.restarts, self.random_start, self.surrogate_beta, self.seed = restarts, random_start, surrogate_beta, seed
+        self.smooth_pool = smooth_pool
 
     # ---- to implement --------------------------------------------------------------
     def prepare_call(self, model: nn.Module, surrogate: nn.Module, x: Tensor, y: Tensor, streams: RandomStreams) -> dict[str, Any]:
@@ -208,7 +220,9 @@ class ProjectedAscentAttack:
 
     @torch.no_grad()
     def _predict(self, model: nn.Module, x: Tensor) -> Tensor:
-        return model(x).argmax(dim=1)
+        out = model(x)
+        contract.check_model_output(out, x.shape[0])
+        return out.argmax(dim=1)
 
     def __call__(self, model: nn.Module, x: Tensor, y: Tensor, sample_seeds: Tensor | Sequence[int] | None = None) -> AttackResult:
         """Attack ``x: [B, C, H, W]`` (in [0, 1]) with labels ``y: [B]``.
@@ -218,12 +232,18 @@ class ProjectedAscentAttack:
             x, y: clean inputs and labels.
             sample_seeds: optional per-sample seeds ``[B]`` (e.g. ``seed + dataset_index``) so
                 that random starts and noise do not depend on batching or DDP sharding.
+
+        Raises:
+            ValueError: the input contract is violated (see the module docstring).
         """
-        with eval_mode(model):
+        with contract.entry() as outer, eval_mode(model):
+            if outer:
+                contract.check_call(model, x, y)
             return self._run(model, x.detach(), y, sample_seeds)
 
     def _run(self, model: nn.Module, x: Tensor, y: Tensor, sample_seeds: Tensor | Sequence[int] | None) -> AttackResult:
-        surrogate = softplus_surrogate(model, self.surrogate_beta) if self.surrogate_beta is not None else model
+        beta = self.surrogate_beta
+        surrogate = softplus_surrogate(model, beta, smooth_pool=self.smooth_pool) if beta is not None else model
         streams = RandomStreams(x, self.seed, sample_seeds)
         skipped = self._predict(model, x) != y
         keep = ~skipped
@@ -231,6 +251,7 @@ class ProjectedAscentAttack:
         best_x = x.clone()
         ctx = self.prepare_call(model, surrogate, x, y, streams)
         clean_c = self.criterion(model, x, y, ctx).detach()
+        contract.check_finite(clean_c, "attack criterion at the clean input", hint="(non-finite attribution?)")
         best_c = clean_c.clone()
         for _ in range(self.restarts):
             ctx.update(self.prepare_restart(model, surrogate, x, y, streams, ctx))

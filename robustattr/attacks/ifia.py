@@ -65,9 +65,10 @@ class IFIAAttack(ProjectedAscentAttack):
         eps: ε (default 0.3). steps: default 100. step_size: α (default 0.01).
         k: size of the top-k set (default 100).
         norm: ``"linf"`` (default) or ``"l2"``.
-        restarts, random_start, surrogate_beta, seed: as in :class:`ProjectedAscentAttack`.
+        restarts, random_start, surrogate_beta, seed, smooth_pool: as in :class:`ProjectedAscentAttack`.
 
-    Call: ``attack(model, x, y, sample_seeds=None) -> AttackResult``.
+    Call: ``attack(model, x, y, sample_seeds=None) -> AttackResult``; runs the model in eval mode
+    (modes restored) and checks the input contract once (``ValueError`` naming the samples).
     """
 
     def __init__(
@@ -82,10 +83,11 @@ class IFIAAttack(ProjectedAscentAttack):
         random_start: bool = False,
         surrogate_beta: float | None = 10.0,
         seed: int | None = None,
+        smooth_pool: bool = True,
     ) -> None:
         if k < 1:
             raise ValueError(f"k must be >= 1, got {k}")
-        super().__init__(eps, steps, step_size, norm, restarts, random_start, surrogate_beta, seed)
+        super().__init__(eps, steps, step_size, norm, restarts, random_start, surrogate_beta, seed, smooth_pool)
         self.attribution, self.k = attribution, int(k)
 
     def prepare_call(self, model: nn.Module, surrogate: nn.Module, x: Tensor, y: Tensor, streams: RandomStreams) -> dict[str, Any]:

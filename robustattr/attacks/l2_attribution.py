@@ -60,8 +60,11 @@ class L2AttributionAttack(ProjectedAscentAttack):
         surrogate_beta: softplus β of the ascent surrogate (default 10), or None.
         random_start: start uniformly in the ε-ball (exact sampler).
         seed: seed of the random start/noise when no per-sample seeds are passed.
+        smooth_pool: the surrogate also smooths max-pooling (log-mean-exp, same β; default True).
 
-    Call: ``attack(model, x, y, sample_seeds=None) -> AttackResult`` with ``x: [B, C, H, W]``.
+    Call: ``attack(model, x, y, sample_seeds=None) -> AttackResult`` with ``x: [B, C, H, W]``; runs
+    the model in eval mode (every submodule's mode restored) and checks the input contract once
+    (``ValueError`` naming the samples).
     Cost per step: one attribution with ``create_graph=True`` and its backward on the
     surrogate, one attribution and one forward on the original network (×n for smoothed ones).
     """
@@ -79,6 +82,7 @@ class L2AttributionAttack(ProjectedAscentAttack):
         surrogate_beta: float | None = 10.0,
         random_start: bool = True,
         seed: int | None = None,
+        smooth_pool: bool = True,
     ) -> None:
         if objective not in ("cosine", "euclidean"):
             raise ValueError(f"objective must be 'cosine' or 'euclidean', got {objective!r}")
@@ -87,7 +91,7 @@ class L2AttributionAttack(ProjectedAscentAttack):
         if eps <= 0:
             raise ValueError(f"eps must be > 0, got {eps}")
         alpha = 2.5 * eps / steps if step_size is None else step_size
-        super().__init__(eps, steps, alpha, "l2", restarts, random_start, surrogate_beta, seed)
+        super().__init__(eps, steps, alpha, "l2", restarts, random_start, surrogate_beta, seed, smooth_pool)
         self.attribution = attribution
         self.objective_name = objective
 

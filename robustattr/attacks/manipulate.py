@@ -3,8 +3,9 @@
 Minimise ``L(x̃) = γ_e·MSE(ā(x̃), ā_t) + γ_o·MSE(softmax f(x̃), softmax f(x))`` with Adam
 on ``x̃``, where ``ā = a/Σa`` is the sum-normalised map ``a = Σ_c |g_c|`` and ``ā_t`` the
 target map. The ascent runs on a softplus surrogate whose β grows geometrically from
-``beta_start`` to ``beta_end`` over the steps (smooth early, faithful late); a model without
-ReLU is used as is (no annealing). After every
+``beta_start`` to ``beta_end`` over the steps (smooth early, faithful late); max-pooling is
+replaced by log-mean-exp pooling with the same annealed β (``smooth_pool=False``: kept); a
+model with neither ReLU nor max-pooling is used as is (no annealing). After every
 step ``x̃`` is clipped to [0, 1] (and to the optional ε-ball), the label is checked on the
 ORIGINAL network, and the label-preserving iterate with the lowest criterion
 ``MSE(ā_orig(x̃), ā_t)`` (original network) is kept per sample.
@@ -27,8 +28,9 @@ from robustattr.attacks.core import (
 )
 from robustattr.attacks.ifia import _normalised_map
 from robustattr.attributions.base import Attribution
-from robustattr.models.activation import replace_activation
+from robustattr.models.activation import SmoothMaxPool2d, replace_activation, replace_maxpool
 from robustattr.registry import register
+from robustattr.utils import contract
 from robustattr.utils.modes import eval_mode
 
 __all__ = ["ManipulateAttack"]
@@ -49,11 +51,14 @@ class ManipulateAttack:
         eps: optional radius of an ε-ball around x (None: only the [0, 1] box).
         norm: ball of ``eps`` (``"linf"`` or ``"l2"``).
         seed: seed for smoothed attributions' noise.
+        smooth_pool: also replace max-pooling by log-mean-exp pooling in the surrogate (default True).
 
     Call: ``attack(model, x, y, target=None, sample_seeds=None) -> AttackResult``; ``target`` is a
     map ``[B, H, W]`` or target images ``[B, C, H, W]`` (their attribution for the class the
     model predicts); default: the batch rolled by one (each sample's target is its neighbour's
     explanation). ``criterion`` is ``MSE(ā(x̃), ā_t)`` on the original network (lower is better).
+    Runs the model in eval mode (every submodule's mode restored) and checks the input contract
+    once per call (``ValueError`` naming the samples).
     Cost per step: one attribution with ``create_graph=True`` + backward on the surrogate, one
     forward and one attribution on the original network.
     """
@@ -72,6 +77,7 @@ class ManipulateAttack:
         eps: float | None = None,
         norm: str = "linf",
         seed: int | None = None,
+        smooth_pool: bool = True,
     ) -> None:
         if steps < 1:
             raise ValueError(f"steps must be >= 1, got {steps}")
@@ -87,7 +93,7 @@ class ManipulateAttack:
             raise ValueError(f"norm must be 'linf' or 'l2', got {norm!r}")
         self.attribution, self.steps, self.lr = attribution, steps, lr
         self.gamma_e, self.gamma_o, self.beta_start, self.beta_end = gamma_e, gamma_o, beta_start, beta_end
-        self.eps, self.norm, self.seed = eps, norm, seed
+        self.eps, self.norm, self.seed, self.smooth_pool = eps, norm, seed, smooth_pool
 
     def _target_map(self, model: nn.Module, x: Tensor, target: Tensor | None, noise: Tensor | None) -> Tensor:
         if target is None:
@@ -100,24 +106,33 @@ class ManipulateAttack:
         if target.shape != x.shape:
             raise ValueError(f"target images must have the shape of x {tuple(x.shape)}, got {tuple(target.shape)}")
         with torch.no_grad():
-            yt = model(target).argmax(1)
+            out = model(target)
+            contract.check_model_output(out, target.shape[0])
+            yt = out.argmax(1)
         return _normalised_map(attribution_with_noise(self.attribution, model, target, yt, noise)).detach()
 
     def __call__(
         self, model: nn.Module, x: Tensor, y: Tensor, target: Tensor | None = None, sample_seeds: Tensor | Sequence[int] | None = None
     ) -> AttackResult:
-        with eval_mode(model):
+        with contract.entry() as outer, eval_mode(model):
+            if outer:
+                contract.check_call(model, x, y)
+                if target is not None and target.dim() == 4:
+                    contract.check_images(target, "target")
             return self._run(model, x.detach(), y, target, sample_seeds)
 
     def _run(self, model: nn.Module, x: Tensor, y: Tensor, target: Tensor | None, sample_seeds: Tensor | Sequence[int] | None) -> AttackResult:
         streams = RandomStreams(x, self.seed, sample_seeds)
         noise = attribution_noise(self.attribution, x, streams)
+        annealed: tuple[type[nn.Module], ...] = (nn.Softplus, SmoothMaxPool2d)
         try:
             surrogate = replace_activation(model, nn.Softplus(beta=self.beta_start))
-            # the surrogate's own (deep-copied) Softplus modules; β is annealed on them only
-            softplus = [m for m in surrogate.modules() if isinstance(m, nn.Softplus)]
-        except ValueError:  # already smooth (no ReLU to swap): use it as is, never touch its β
-            surrogate, softplus = model, []
+        except ValueError:  # no ReLU to swap: keep the model's own activations and their β
+            surrogate, annealed = model, (SmoothMaxPool2d,)
+        if self.smooth_pool and any(isinstance(m, nn.MaxPool2d) for m in surrogate.modules()):
+            surrogate = replace_maxpool(surrogate, self.beta_start)
+        # the surrogate's own (deep-copied) modules; β is annealed on them only, never on the model's
+        softplus = [m for m in surrogate.modules() if isinstance(m, annealed)] if surrogate is not model else []
         t_map = self._target_map(model, x, target, noise)
         with torch.no_grad():
             p_clean = F.softmax(model(x), dim=1)

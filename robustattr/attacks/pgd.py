@@ -29,6 +29,7 @@ from torch import Tensor, nn
 from robustattr.attributions.base import ensure_grad_mode
 from robustattr.attributions.smoothing import sample_gaussian, sample_l2_ball, sample_linf_cube
 from robustattr.registry import register
+from robustattr.utils import contract
 from robustattr.utils.modes import eval_mode
 from robustattr.utils.rng import per_sample_noise
 
@@ -137,15 +138,21 @@ def projected_ascent(
 
     Returns:
         The last iterate, detached, in ``B_p(x, ε) ∩ [0,1]``.
+
+    Raises:
+        ValueError: called on its own (not inside another entry point), ``x`` is not finite in [0, 1].
     """
     ensure_grad_mode()  # a clear error under Lightning's inference mode
-    x = x.detach()
-    z = project(start.detach(), x, eps, norm)
-    for _ in range(steps):
-        with torch.enable_grad():
-            z = z.requires_grad_(True)
-            (g,) = torch.autograd.grad(objective(z).sum(), z)
-        z = project(z.detach() + step_size * ascent_direction(g, norm), x, eps, norm)
+    with contract.entry() as outer:
+        if outer:
+            contract.check_images(x)
+        x = x.detach()
+        z = project(start.detach(), x, eps, norm)
+        for _ in range(steps):
+            with torch.enable_grad():
+                z = z.requires_grad_(True)
+                (g,) = torch.autograd.grad(objective(z).sum(), z)
+            z = project(z.detach() + step_size * ascent_direction(g, norm), x, eps, norm)
     return z.detach()
 
 
@@ -156,8 +163,11 @@ class PGD:
 
     ``steps`` projected steps of size ``α`` (:func:`projected_ascent`) from a uniform random
     start in the ball (or from ``x``); with ``restarts > 1`` the per-sample iterate with the
-    highest CE is kept. Runs the model in eval mode and restores its mode; the result is
-    detached. Shapes: ``x: [B, C, H, W]`` in [0,1], ``y: [B]`` → ``[B, C, H, W]``.
+    highest CE is kept. Runs the model in eval mode (BatchNorm running statistics, no dropout)
+    and restores every submodule's mode; the result is detached. The input contract is checked
+    once per call (``x`` finite in [0, 1], ``y`` in ``[0, K)``, model output ``[B, K]`` and
+    finite; ``ValueError`` naming the samples). Shapes: ``x: [B, C, H, W]``, ``y: [B]`` →
+    ``[B, C, H, W]``.
 
     Args:
         eps: ε > 0 (pixel units). SPEC defaults: MNIST 0.3, CIFAR 8/255.
@@ -197,9 +207,13 @@ class PGD:
 
     def __call__(self, model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
         def ce(z: Tensor) -> Tensor:
-            return F.cross_entropy(model(z), y, reduction="none")
+            out = model(z)
+            contract.check_model_output(out, z.shape[0])
+            return F.cross_entropy(out, y, reduction="none")
 
-        with eval_mode(model):
+        with contract.entry() as outer, eval_mode(model):
+            if outer:
+                contract.check_call(model, x, y)
             best = best_val = None
             for r in range(self.restarts):
                 z = projected_ascent(ce, x, self.start(x, r), self.eps, self.step_size, self.steps, self.norm)

@@ -9,6 +9,13 @@ No attribution mutates ``x``, ``x.grad`` or the model's train/eval mode.
 Attributions that cannot build a differentiable graph (e.g. a wrapped Captum method) set
 ``differentiable = False``; calling them with ``create_graph=True`` raises ``ValueError``, so
 a training loss that needs second derivatives refuses them instead of silently getting zeros.
+
+Input contract (:mod:`robustattr.utils.contract`): the outermost call checks once that ``x`` is
+finite with pixels in [0, 1], that ``y`` holds classes in ``[0, K)`` (against the model's first
+output) and that the model returns ``[B, K]``; the returned attribution must be finite, and rows
+computed from non-finite logits are made NaN so that this one check catches them. A violation
+raises ``ValueError`` naming the samples. Nested calls (the base of SmoothGrad on noisy copies,
+attributions inside attacks) are not re-checked.
 """
 
 from __future__ import annotations
@@ -18,6 +25,10 @@ from collections.abc import Callable
 
 import torch
 from torch import Tensor, nn
+
+from robustattr.utils import contract
+
+_HINT = "(non-finite logits or gradients: does the network overflow?)"
 
 
 def ensure_grad_mode() -> None:
@@ -35,13 +46,31 @@ def ensure_grad_mode() -> None:
 
 
 def check_inputs(x: Tensor, y: Tensor) -> None:
-    """Validate ``x: [B, ...]`` floating and ``y: [B]`` integer labels."""
-    if not torch.is_floating_point(x):
-        raise ValueError(f"x must be a floating tensor, got {x.dtype}")
-    if y.dim() != 1 or y.shape[0] != x.shape[0]:
-        raise ValueError(f"y must have shape [B]={x.shape[0]}, got {tuple(y.shape)}")
-    if y.dtype not in (torch.int64, torch.int32):
-        raise ValueError(f"y must hold integer class indices, got {y.dtype}")
+    """Validate ``x: [B, C, H, W]`` (floating, finite, in [0, 1]) and ``y: [B]`` (integer, ≥ 0); one synchronisation."""
+    contract.check_batch(x, y)
+
+
+def checked_attribution(
+    compute: Callable[[], Tensor], x: Tensor, y: Tensor, model: nn.Module | None = None
+) -> Tensor:
+    """Run ``compute()`` (an attribution of ``x: [B, C, H, W]`` for ``y: [B]``) as a public entry.
+
+    The outermost call checks ``x`` and ``y`` before, the labels against K at the first model
+    output (:func:`logit_input_grad`) and the finiteness of the result after; nested calls run
+    ``compute()`` unchecked. With ``model`` (for methods whose model outputs do not pass through
+    :func:`logit_input_grad`, e.g. layer or hook-based ones), the outermost call first checks the
+    model's output at ``x`` with one extra forward (:func:`robustattr.utils.contract.check_call`).
+    """
+    with contract.entry(labels=y) as outer:
+        if outer:
+            if model is not None:
+                contract.check_call(model, x, y)
+            else:
+                check_inputs(x, y)
+        g = compute()
+        if outer:
+            contract.check_finite(g, "attribution", hint=_HINT)
+    return g
 
 
 def logit_input_grad(model: nn.Module, z: Tensor, y: Tensor, create_graph: bool = False) -> Tensor:
@@ -51,14 +80,23 @@ def logit_input_grad(model: nn.Module, z: Tensor, y: Tensor, create_graph: bool 
     function of whatever ``z`` was computed from); otherwise a detached leaf copy is used.
     Each sample's logit only depends on its own input, so ``∇ Σ_n f_{y_n}(z_n)`` gives all
     per-sample gradients in one backward pass.
+
+    The model output must be ``[N, K]`` (``ValueError`` otherwise). Rows whose logits are not
+    all finite come back as NaN, so the check at the public entry refuses them; called on its
+    own (outside any entry) it checks ``y`` against K and the finiteness of the result itself.
     """
     ensure_grad_mode()
+    outer = not contract.inside_entry()
     with torch.enable_grad():
         if not z.requires_grad:
             z = z.detach().requires_grad_(True)
         out = model(z)
+        contract.check_model_output(out, z.shape[0], y)
         sel = out.gather(1, y.view(-1, 1).long()).sum()
         (g,) = torch.autograd.grad(sel, z, create_graph=create_graph)
+        g = contract.poison_nonfinite_rows(g, out)
+    if outer:
+        contract.check_finite(g, "attribution", hint=_HINT)
     return g
 
 
@@ -77,18 +115,26 @@ class Attribution(ABC):
     Attributes:
         differentiable: whether ``create_graph=True`` yields a result that is part of the
             autograd graph (True unless a subclass says otherwise).
+        checks_model_output_at_entry: check the model's output ``[B, K]`` and the labels with
+            one extra forward before computing (for methods that do not read the logits
+            through :func:`logit_input_grad`).
     """
 
     differentiable: bool = True
+    #: True for methods whose model outputs do not pass through :func:`logit_input_grad` (layer-
+    #: or hook-based ones): the outermost call then checks the model's output at x up front.
+    checks_model_output_at_entry: bool = False
 
     def __call__(self, model: nn.Module, x: Tensor, y: Tensor, create_graph: bool = False) -> Tensor:
-        check_inputs(x, y)
+        """``g: [B, C, H, W]`` for ``x: [B, C, H, W]`` in [0, 1] and ``y: [B]``; the input contract is checked
+        (see the module docstring) and a ``ValueError`` names the offending samples."""
         if create_graph and not self.differentiable:
             raise ValueError(
                 f"create_graph=True is not supported by {type(self).__name__}: it is not differentiable "
                 "(use it for evaluation, not inside a loss that back-propagates through the attribution)"
             )
-        return self.attribute(model, x, y, create_graph=create_graph)
+        precheck = model if self.checks_model_output_at_entry else None
+        return checked_attribution(lambda: self.attribute(model, x, y, create_graph=create_graph), x, y, precheck)
 
     def with_rows(self, rows: Tensor) -> Attribution:
         """The attribution to apply to a batch whose row ``j`` is original sample ``rows[j]``.

@@ -62,6 +62,8 @@ class CaptumAttribution(Attribution):
     Shapes: ``[B, C, H, W] → [B, C, H, W]`` (a method returning another shape raises ``ValueError``).
     """
 
+    checks_model_output_at_entry = True
+
     differentiable = False
 
     def __init__(

@@ -88,6 +88,8 @@ class GradCAM(Attribution):
     Shapes: ``[B, C, H, W] → [B, C, H, W]`` (the same map in every channel).
     """
 
+    checks_model_output_at_entry = True
+
     def __init__(
         self,
         layer: str | None = None,

@@ -112,6 +112,8 @@ class GuidedBackprop(Attribution):
     Shapes: ``[B, C, H, W] → [B, C, H, W]``.
     """
 
+    checks_model_output_at_entry = True
+
     def __init__(self, internal_batch_size: int | None = None) -> None:
         if internal_batch_size is not None and internal_batch_size < 1:
             raise ValueError(f"internal_batch_size must be >= 1 or None, got {internal_batch_size}")

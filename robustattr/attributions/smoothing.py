@@ -15,7 +15,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
-from robustattr.attributions.base import Attribution, chunked_rows
+from robustattr.attributions.base import Attribution, checked_attribution, chunked_rows
 from robustattr.attributions.saliency import Saliency
 from robustattr.registry import register
 
@@ -157,12 +157,16 @@ class _NoiseAveraged(Attribution):
         """Reduce ``g₀(x + noise[i])`` over ``i``; ``noise: [n, B, C, H, W]`` (a fixed draw).
 
         Used with common random numbers: attacks on smoothed attributions and tests that
-        compare against a reference with the same noise.
+        compare against a reference with the same noise. A public entry like ``__call__``
+        (the input contract is checked on ``x``, never on the noisy copies).
         """
         if noise.dim() != x.dim() + 1 or noise.shape[1:] != x.shape:
             raise ValueError(f"noise must be [n, *x.shape]={('n', *x.shape)}, got {tuple(noise.shape)}")
         if create_graph and not self.differentiable:
             raise ValueError(f"create_graph=True is not supported: the base {type(self.base).__name__} is not differentiable")
+        return checked_attribution(lambda: self._average(model, x, y, noise, create_graph), x, y)
+
+    def _average(self, model: nn.Module, x: Tensor, y: Tensor, noise: Tensor, create_graph: bool) -> Tensor:
         n, B = noise.shape[0], x.shape[0]
         z = (x.unsqueeze(0) + noise).reshape(n * B, *x.shape[1:])
         yy = y.repeat(n)

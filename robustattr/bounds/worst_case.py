@@ -12,9 +12,19 @@ explained logit at ``x``, let ``J = ∂g/∂x ∈ R^{d×d}`` (per sample) and ``
 
 These are **first-order (Taylor) estimates, not certificates**: the true deviation exceeds
 ``T_e`` wherever ``g`` is not linear on the ball (large ε, ReLU kinks, saturating logits).
-``T'_e`` corrects for the curvature seen along ``±v_max`` only. ReLU networks have ``J = 0``
-almost everywhere (saliency), so every quantity here is computed on the softplus surrogate
-(``robustattr.models.softplus_surrogate``, SPEC §0); a ReLU model is swapped with a warning.
+``T'_e`` corrects for the curvature seen along ``±v_max`` only: it is a first-order estimate
+too, and a perfect attacker exceeds it by O(ε²) (the protocol reports the largest relative
+excess). ReLU networks have ``J = 0`` almost everywhere (saliency), so every quantity here is
+computed on the smooth surrogate (:func:`robustattr.models.softplus_surrogate`: ReLU →
+Softplus(β), max-pooling → log-mean-exp pooling unless ``smooth_pool=False``); a ReLU model
+is swapped with a warning.
+
+Every entry point (:func:`top_singular`, :func:`full_jacobian`, :func:`worst_case_bounds`)
+runs the model in eval mode (BatchNorm uses running statistics, so J is block diagonal over
+the batch and a sample's bound does not depend on its batch) and restores every submodule's
+mode afterwards. The input contract is checked once per call: ``x`` finite with pixels in
+[0, 1], ``y`` classes in ``[0, K)``, model output ``[B, K]`` and finite, attribution finite;
+a violation raises ``ValueError`` naming the samples.
 
 How the products are formed (never J itself): the attributions compute ``∇_x f_y`` with
 ``torch.autograd.grad`` internally, which does not compose with ``torch.func.jvp``/``vjp``
@@ -33,13 +43,16 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
 
 from robustattr.models.activation import softplus_surrogate
+from robustattr.utils import contract
+from robustattr.utils.modes import eval_mode
 
 AttributionFn = Callable[..., Tensor]
 
@@ -47,30 +60,44 @@ AttributionFn = Callable[..., Tensor]
 FULL_JACOBIAN_LIMIT = 4096
 
 
-def smooth_model(model: nn.Module, surrogate_beta: float = 10.0) -> nn.Module:
+@contextmanager
+def _evaluation(model: nn.Module, x: Tensor, y: Tensor) -> Iterator[None]:
+    """An entry point: the input contract checked once (outermost call) and the model in eval mode."""
+    with contract.entry() as outer, eval_mode(model):
+        if outer:
+            contract.check_call(model, x, y)
+        yield
+
+
+def smooth_model(model: nn.Module, surrogate_beta: float = 10.0, smooth_pool: bool = True) -> nn.Module:
     """The network on which second-order quantities are computed.
 
     A model containing ``nn.ReLU`` has zero attribution Jacobian almost everywhere for
-    saliency; it is replaced (with a ``UserWarning``) by its cached softplus surrogate
-    ``Softplus(surrogate_beta)`` sharing the same weights. Smooth models are returned as is.
-    Max pooling is not smoothed (a ``UserWarning`` says so): its gradient is discontinuous.
+    saliency; it is replaced (with a ``UserWarning``) by its cached surrogate sharing the same
+    weights: ``Softplus(surrogate_beta)`` and, with ``smooth_pool=True`` (default), every
+    ``nn.MaxPool2d`` replaced by log-mean-exp pooling with the same β
+    (:class:`robustattr.models.SmoothMaxPool2d`). Smooth models are returned as is. Max
+    pooling that stays (``smooth_pool=False``, or 1-D/3-D pooling) triggers a ``UserWarning``:
+    its gradient is discontinuous, so first-order bounds can be exceeded at any ε.
     """
-    if any(isinstance(m, (nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d)) for m in model.modules()):
+    pools = (nn.MaxPool1d, nn.MaxPool3d) if smooth_pool else (nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d)
+    if any(isinstance(m, pools) for m in model.modules()):
         warnings.warn(
-            f"{type(model).__name__} uses max pooling: its input gradient jumps where a window's argmax "
-            "switches (the softplus surrogate does not smooth it), so first-order bounds can be exceeded "
-            "by attacks at any eps",
+            f"{type(model).__name__} uses max pooling that is not smoothed: its input gradient jumps where a "
+            "window's argmax switches, so first-order bounds can be exceeded by attacks at any eps",
             UserWarning,
             stacklevel=3,
         )
-    if any(isinstance(m, nn.ReLU) for m in model.modules()):
+    has_relu = any(isinstance(m, nn.ReLU) for m in model.modules())
+    if has_relu:
         warnings.warn(
             f"{type(model).__name__} has ReLU activations (zero second derivatives); computing the "
             f"attribution Jacobian on its Softplus(beta={surrogate_beta}) surrogate",
             UserWarning,
             stacklevel=3,
         )
-        return softplus_surrogate(model, surrogate_beta)
+    if has_relu or (smooth_pool and any(isinstance(m, nn.MaxPool2d) for m in model.modules())):
+        return softplus_surrogate(model, surrogate_beta, smooth_pool=smooth_pool)
     return model
 
 
@@ -222,6 +249,7 @@ def _singular_from_operator(
     op: AttributionJacobian, iters: int, tol: float | None, generator: torch.Generator | None, start: Tensor | None
 ) -> tuple[Tensor, Tensor]:
     """``(ξ_max [B], v_max [B, d])`` of the operator's J by Lanczos on ``JᵀJ``."""
+    contract.check_finite(op.g, "attribution")
     B = op.batch
     d = op.g.shape[1]
     if start is None:
@@ -242,6 +270,7 @@ def top_singular(
     surrogate_beta: float = 10.0,
     generator: torch.Generator | None = None,
     start: Tensor | None = None,
+    smooth_pool: bool = True,
 ) -> tuple[Tensor, Tensor]:
     """Top singular value ``ξ_max = σ_max(∂g/∂x)`` and right singular vector per sample.
 
@@ -258,14 +287,18 @@ def top_singular(
         surrogate_beta: β of the softplus surrogate used for ReLU models.
         generator: random start vector and breakdown restarts.
         start: optional start vectors shaped like x (e.g. per-sample seeded noise).
+        smooth_pool: the surrogate also replaces max-pooling by log-mean-exp pooling (default True).
 
     Returns:
         ``(xi_max [B], v_max [B, C, H, W])``; ``v_max`` has unit ℓ2 norm, sign arbitrary.
+
+    Runs in eval mode (modes restored); ``ValueError`` on a contract violation (module docstring).
     """
     _check_common(iters, tol)
-    model = smooth_model(model, surrogate_beta)
-    op = AttributionJacobian(attribution, model, x, y)
-    xi, v = _singular_from_operator(op, iters, tol, generator, start)
+    with _evaluation(model, x, y):
+        model = smooth_model(model, surrogate_beta, smooth_pool)
+        op = AttributionJacobian(attribution, model, x, y)
+        xi, v = _singular_from_operator(op, iters, tol, generator, start)
     return xi, v.reshape(x.shape)
 
 
@@ -277,6 +310,7 @@ def full_jacobian(
     chunk_size: int = 64,
     max_dim: int = FULL_JACOBIAN_LIMIT,
     surrogate_beta: float = 10.0,
+    smooth_pool: bool = True,
 ) -> Tensor:
     """Full attribution Jacobian ``J[b, i, j] = ∂g_i(x_b)/∂x_{b,j}``: ``[B, d, d]``.
 
@@ -285,8 +319,12 @@ def full_jacobian(
     a forward and double backward on ``chunk_size·B`` inputs). For references and the ℓ∞
     bound only; memory ``B·d²`` floats.
 
+    Runs in eval mode (modes restored); the surrogate smooths max-pooling unless
+    ``smooth_pool=False``.
+
     Raises:
-        ValueError: if ``d > max_dim`` (use :func:`top_singular` instead) or ``chunk_size < 1``.
+        ValueError: if ``d > max_dim`` (use :func:`top_singular` instead), ``chunk_size < 1`` or
+            the input contract is violated (module docstring).
     """
     if chunk_size < 1:
         raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
@@ -297,21 +335,24 @@ def full_jacobian(
             f"full_jacobian: d={d} exceeds max_dim={max_dim} (the Jacobian would hold {B}x{d}x{d} floats); "
             "use top_singular (matrix-free Lanczos) or raise max_dim explicitly"
         )
-    model = smooth_model(model, surrogate_beta)
-    rows = []
-    for i0 in range(0, d, chunk_size):
-        c = min(chunk_size, d - i0)
-        with torch.enable_grad():
-            xr = x.detach().repeat(c, *([1] * (x.dim() - 1))).requires_grad_(True)  # row n = k·B + b
-            g = attribution(model, xr, y.repeat(c), create_graph=True).reshape(c * B, d)
-            cot = torch.zeros(c, B, d, dtype=x.dtype, device=x.device)
-            idx = torch.arange(c, device=x.device)
-            cot[idx, :, i0 + idx] = 1.0
-            if g.requires_grad:
-                (r,) = torch.autograd.grad(g, xr, grad_outputs=cot.reshape(c * B, d), allow_unused=True, materialize_grads=True)
-            else:
-                r = torch.zeros_like(xr)
-        rows.append(r.detach().reshape(c, B, d).transpose(0, 1))  # [B, c, d]
+    with _evaluation(model, x, y):
+        model = smooth_model(model, surrogate_beta, smooth_pool)
+        rows = []
+        for i0 in range(0, d, chunk_size):
+            c = min(chunk_size, d - i0)
+            with torch.enable_grad():
+                xr = x.detach().repeat(c, *([1] * (x.dim() - 1))).requires_grad_(True)  # row n = k·B + b
+                g = attribution(model, xr, y.repeat(c), create_graph=True).reshape(c * B, d)
+                if i0 == 0:  # every chunk holds all B samples: one check covers them
+                    contract.check_finite(g.detach()[:B], "attribution")
+                cot = torch.zeros(c, B, d, dtype=x.dtype, device=x.device)
+                idx = torch.arange(c, device=x.device)
+                cot[idx, :, i0 + idx] = 1.0
+                if g.requires_grad:
+                    (r,) = torch.autograd.grad(g, xr, grad_outputs=cot.reshape(c * B, d), allow_unused=True, materialize_grads=True)
+                else:
+                    r = torch.zeros_like(xr)
+            rows.append(r.detach().reshape(c, B, d).transpose(0, 1))  # [B, c, d]
     return torch.cat(rows, dim=1)
 
 
@@ -409,6 +450,7 @@ def worst_case_bounds(
     generator: torch.Generator | None = None,
     start: Tensor | None = None,
     singular: tuple[Tensor, Tensor] | None = None,
+    smooth_pool: bool = True,
 ) -> WorstCaseBounds:
     """All seed-001 bounds for ``x: [B, C, H, W]``, ``y: [B]`` at budget ε in ``norm``.
 
@@ -417,65 +459,74 @@ def worst_case_bounds(
     The Eq. 11 probe evaluates the attribution (on the surrogate) at ``x ± ε v_max`` (not
     clipped to [0,1]); the label check uses ``model`` as given (the original network).
     ``singular=(xi_max [B], v_max)`` reuses a previous :func:`top_singular` result (e.g. to
-    evaluate several norms or ε without repeating Lanczos).
+    evaluate several norms or ε without repeating Lanczos). ``smooth_pool``: the surrogate also
+    replaces max-pooling by log-mean-exp pooling (default True). Runs the model in eval mode
+    (every submodule's mode restored).
+
+    ``T_e`` and ``T'_e`` are first-order estimates: a perfect attacker exceeds ``T'_e`` by O(ε²).
 
     Raises:
-        ValueError: ``eps <= 0``, ``iters < 1``, unknown ``norm``.
+        ValueError: ``eps <= 0``, ``iters < 1``, unknown ``norm``, or the input contract is
+            violated (``x`` finite in [0, 1], ``y`` in ``[0, K)``, model output ``[B, K]``, finite
+            attributions), naming the samples.
     """
     if not eps > 0:
         raise ValueError(f"eps must be > 0, got {eps}")
     if norm not in ("l2", "linf"):
         raise ValueError(f"norm must be 'l2' or 'linf', got {norm!r}")
     _check_common(iters, tol)
-    smooth = smooth_model(model, surrogate_beta)
-    if singular is None:
-        op = AttributionJacobian(attribution, smooth, x, y)
-        xi, v = _singular_from_operator(op, iters, tol, generator, start)
-        g = op.g
-        del op  # free the retained double-backward graph
-    else:
-        xi, v = singular[0].detach(), singular[1].detach().reshape(x.shape[0], -1)
-        g = attribution(smooth, x.detach(), y).detach().reshape(x.shape[0], -1)
-    B, d = g.shape
-    g_norm = g.norm(dim=1)
-    sum_abs = torch.full_like(xi, float("nan"))
-    if norm == "l2":
-        T_e = xi * eps
-    else:
-        T_e = eps * math.sqrt(d) * xi
-        if d <= full_jacobian_limit:
-            J = full_jacobian(attribution, smooth, x, y, max_dim=full_jacobian_limit)
-            sum_abs = linf_sum_abs_gram(J)
-            T_e = torch.minimum(T_e, eps * sum_abs.sqrt())
+    with _evaluation(model, x, y):
+        smooth = smooth_model(model, surrogate_beta, smooth_pool)
+        if singular is None:
+            op = AttributionJacobian(attribution, smooth, x, y)
+            xi, v = _singular_from_operator(op, iters, tol, generator, start)
+            g = op.g
+            del op  # free the retained double-backward graph
         else:
-            warnings.warn(
-                f"d={d} > full_jacobian_limit={full_jacobian_limit}: the l_inf bound uses sqrt(d)*xi_max only",
-                UserWarning,
-                stacklevel=2,
-            )
-    T_c, T_c_deg, vacuous = cosine_bound(T_e, g_norm)
-    v_img = v.reshape(x.shape)
-    x_probe = torch.cat([x.detach() + eps * v_img, x.detach() - eps * v_img])
-    y_probe = torch.cat([y, y])
-    g_probe = attribution(smooth, x_probe, y_probe).detach().reshape(2, B, d)
-    dev = (g_probe - g.unsqueeze(0)).norm(dim=2).amax(dim=0)
-    c = torch.clamp(dev / (xi * eps).clamp_min(torch.finfo(xi.dtype).tiny), min=1.0)
-    with torch.no_grad():
-        pred = model(x_probe).argmax(dim=1).reshape(2, B)
-    return WorstCaseBounds(
-        eps=float(eps),
-        norm=norm,
-        xi_max=xi,
-        v_max=v_img,
-        g_norm=g_norm,
-        T_e=T_e,
-        sum_abs_P=sum_abs,
-        T_c=T_c,
-        T_c_deg=T_c_deg,
-        vacuous=vacuous,
-        c=c,
-        T_e_prime=c * T_e,
-        probe_dev=dev,
-        label_kept_pos=pred[0] == y,
-        label_kept_neg=pred[1] == y,
-    )
+            xi, v = singular[0].detach(), singular[1].detach().reshape(x.shape[0], -1)
+            g = attribution(smooth, x.detach(), y).detach().reshape(x.shape[0], -1)
+            contract.check_finite(g, "attribution")
+        B, d = g.shape
+        g_norm = g.norm(dim=1)
+        sum_abs = torch.full_like(xi, float("nan"))
+        if norm == "l2":
+            T_e = xi * eps
+        else:
+            T_e = eps * math.sqrt(d) * xi
+            if d <= full_jacobian_limit:
+                J = full_jacobian(attribution, smooth, x, y, max_dim=full_jacobian_limit, smooth_pool=smooth_pool)
+                sum_abs = linf_sum_abs_gram(J)
+                T_e = torch.minimum(T_e, eps * sum_abs.sqrt())
+            else:
+                warnings.warn(
+                    f"d={d} > full_jacobian_limit={full_jacobian_limit}: the l_inf bound uses sqrt(d)*xi_max only",
+                    UserWarning,
+                    stacklevel=2,
+                )
+        T_c, T_c_deg, vacuous = cosine_bound(T_e, g_norm)
+        v_img = v.reshape(x.shape)
+        x_probe = torch.cat([x.detach() + eps * v_img, x.detach() - eps * v_img])
+        y_probe = torch.cat([y, y])
+        g_probe = attribution(smooth, x_probe, y_probe).detach().reshape(2, B, d)
+        contract.check_finite(g_probe.transpose(0, 1), "attribution at x ± eps·v_max")
+        dev = (g_probe - g.unsqueeze(0)).norm(dim=2).amax(dim=0)
+        c = torch.clamp(dev / (xi * eps).clamp_min(torch.finfo(xi.dtype).tiny), min=1.0)
+        with torch.no_grad():
+            pred = model(x_probe).argmax(dim=1).reshape(2, B)
+        return WorstCaseBounds(
+            eps=float(eps),
+            norm=norm,
+            xi_max=xi,
+            v_max=v_img,
+            g_norm=g_norm,
+            T_e=T_e,
+            sum_abs_P=sum_abs,
+            T_c=T_c,
+            T_c_deg=T_c_deg,
+            vacuous=vacuous,
+            c=c,
+            T_e_prime=c * T_e,
+            probe_dev=dev,
+            label_kept_pos=pred[0] == y,
+            label_kept_neg=pred[1] == y,
+        )

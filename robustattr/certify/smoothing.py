@@ -33,6 +33,8 @@ from robustattr.certify.volumes import (
     nonoverlap_fraction,
     nonoverlap_fraction_inverse,
 )
+from robustattr.utils import contract
+from robustattr.utils.modes import eval_mode
 
 DEFAULT_EPS_GRID: tuple[float, ...] = (1e-5, 3e-5, 1e-4, 3e-4, 1e-3, 3e-3, 1e-2)
 DEFAULT_TAUS: tuple[float, ...] = (0.5, 0.8, 0.9, 0.95, 0.99)
@@ -297,6 +299,13 @@ class UniformSmoothingCertifier:
         margin: the lower bound ℓ on ‖h‖: ``"auto"`` (default: ``"bernstein"`` for N ≥ 100,
             else ``"hoeffding"``; decided from N alone, before sampling), ``"bernstein"``
             (variance-adaptive, Pinelis 1994 / Smale & Zhou 2007) or ``"hoeffding"``.
+
+    :meth:`certify` and :meth:`min_radius` run the model in eval mode (BatchNorm uses its
+    running statistics, so a sample's certificate does not depend on the other rows of a
+    forward) and restore every submodule's mode afterwards. They check the input contract once
+    per call: ``x`` finite with pixels in [0, 1], ``y`` classes in ``[0, K)``, model output
+    ``[B, K]`` and finite; a violation (or a non-finite attribution at a noisy copy) raises
+    ``ValueError`` naming the samples (by ``index`` when given): nothing is certified.
     """
 
     def __init__(
@@ -418,9 +427,13 @@ class UniformSmoothingCertifier:
         """Certify a batch ``x: [B, C, H, W]`` (``y``: class explained, default the prediction).
 
         ``index: [B]`` dataset indices seed the per-sample noise (``seed + index``); without
-        it, ``arange(B)`` (or ``generator`` if one was given).
+        it, ``arange(B)`` (or ``generator`` if one was given). Eval mode, input contract: see
+        the class docstring.
         """
-        return self._certify(model, x, y, index, self.radius, self.alpha, 0, self.eps_grid)
+        with contract.entry() as outer, eval_mode(model):
+            if outer:
+                contract.check_call(model, x, y, index=index)
+            return self._certify(model, x, y, index, self.radius, self.alpha, 0, self.eps_grid)
 
     def _certify(
         self,
@@ -489,8 +502,17 @@ class UniformSmoothingCertifier:
         ‖h‖ depends on r, so every radius is certified with fresh samples (the per-sample
         stream is offset per radius). Each radius uses ``α/len(radii)`` (Bonferroni), so
         the reported radius is certified with probability ≥ 1−α despite the search. The
-        margin is chosen as in :meth:`certify` (from N alone).
+        margin is chosen as in :meth:`certify` (from N alone). Eval mode, input contract: see
+        the class docstring.
         """
+        with contract.entry() as outer, eval_mode(model):
+            if outer:
+                contract.check_call(model, x, y, index=index)
+            return self._min_radius(model, x, eps, tau, radii, y, index)
+
+    def _min_radius(
+        self, model: nn.Module, x: Tensor, eps: float, tau: float, radii: ArrayLike, y: Tensor | None, index: Tensor | None
+    ) -> Tensor:
         if not eps >= 0:
             raise ValueError(f"eps must be >= 0, got {eps}")
         if not 0 < tau < 1:

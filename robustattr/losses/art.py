@@ -14,7 +14,7 @@ from robustattr.attacks.pgd import (
     projected_ascent,
 )
 from robustattr.attributions.base import ensure_grad_mode
-from robustattr.losses.base import LossOutput
+from robustattr.losses.base import LossOutput, checked_loss
 from robustattr.models.activation import softplus_surrogate
 from robustattr.registry import register
 from robustattr.utils.modes import eval_mode
@@ -138,6 +138,7 @@ class ARTLoss:
                 start = start + draw_noise(x, "linf", self.eps, self.noise_seed)
             return projected_ascent(objective, x, start, self.eps, self.step_size, self.steps, "linf")
 
+    @checked_loss()
     def __call__(self, model: nn.Module, x: Tensor, y: Tensor) -> LossOutput:
         B = x.shape[0]
         x_adv = self.attack(model, x, y)

@@ -1,10 +1,19 @@
-"""The contract of every robust objective: ``loss(model, x, y) -> LossOutput``."""
+"""The contract of every robust objective: ``loss(model, x, y) -> LossOutput``.
+
+Every loss checks its input once per call (:func:`checked_loss`): ``x: [B, C, H, W]`` finite
+with pixels in [0, 1], ``y: [B]`` classes in ``[0, K)``, model output ``[B, K]`` and finite. A
+violation raises ``ValueError`` naming the samples, before any inner maximisation runs.
+"""
 
 from __future__ import annotations
 
-from typing import NamedTuple, Protocol, runtime_checkable
+import functools
+from collections.abc import Callable
+from typing import Any, NamedTuple, Protocol, TypeVar, runtime_checkable
 
 from torch import Tensor, nn
+
+from robustattr.utils import contract
 
 
 class LossOutput(NamedTuple):
@@ -27,3 +36,34 @@ class RobustLoss(Protocol):
     """``__call__(model, x, y) -> LossOutput``; ``x: [B, C, H, W]`` in [0,1], ``y: [B]``."""
 
     def __call__(self, model: nn.Module, x: Tensor, y: Tensor) -> LossOutput: ...
+
+
+_Call = TypeVar("_Call", bound=Callable[..., Any])
+
+
+def checked_loss(probe: bool = True) -> Callable[[_Call], _Call]:
+    """Decorator of a loss's ``__call__(self, model, x, y)``: the input contract, checked once per call.
+
+    With ``probe=True`` the model output at ``x`` is checked by one extra forward without
+    gradients in eval mode (:func:`robustattr.utils.contract.check_call`; cheap next to an inner
+    maximisation, and BatchNorm statistics are untouched). With ``probe=False`` only ``x`` and
+    ``y`` are checked here and the loss checks the logits it computes itself with
+    ``contract.check_logits(logits, B, labels=y)`` before using ``y``. The call is an entry
+    point (:func:`robustattr.utils.contract.entry`): the attacks and attributions it runs inside
+    are not re-checked.
+    """
+
+    def deco(call: _Call) -> _Call:
+        @functools.wraps(call)
+        def wrapper(self: Any, model: nn.Module, x: Tensor, y: Tensor) -> Any:
+            with contract.entry() as outer:
+                if outer:
+                    if probe:
+                        contract.check_call(model, x, y)
+                    else:
+                        contract.check_batch(x, y)
+                return call(self, model, x, y)
+
+        return wrapper  # type: ignore[return-value]
+
+    return deco

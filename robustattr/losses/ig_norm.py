@@ -13,7 +13,7 @@ from robustattr.attacks.pgd import (
     draw_noise,
     projected_ascent,
 )
-from robustattr.losses.base import LossOutput
+from robustattr.losses.base import LossOutput, checked_loss
 from robustattr.losses.common import ig_nodes, l1_per_sample, loss_ig
 from robustattr.models.activation import softplus_surrogate
 from robustattr.registry import register
@@ -90,6 +90,7 @@ class IGNormLoss:
                 lambda z: self.inner_objective(sur, x, z, y), x, start, self.eps, self.step_size, self.steps, self.norm
             )
 
+    @checked_loss()
     def __call__(self, model: nn.Module, x: Tensor, y: Tensor) -> LossOutput:
         x_star = self.attack(model, x, y)
         ig = l1_per_sample(loss_ig(model, x, x_star, y, self.ig_steps, 1, create_graph=True)).mean()

@@ -14,7 +14,7 @@ from robustattr.attacks.pgd import (
     draw_noise,
     projected_ascent,
 )
-from robustattr.losses.base import LossOutput
+from robustattr.losses.base import LossOutput, checked_loss
 from robustattr.losses.common import TradesInner, cosine_gap, label_ig
 from robustattr.losses.trades import trades_terms
 from robustattr.models.activation import softplus_surrogate
@@ -104,6 +104,7 @@ class IGRLoss:
                 x, start, self.eps, self.step_size, self.steps, self.norm,
             )
 
+    @checked_loss()
     def __call__(self, model: nn.Module, x: Tensor, y: Tensor) -> LossOutput:
         B = x.shape[0]
         x_adv = self.attack(model, x, y)

@@ -6,7 +6,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from robustattr.attacks.pgd import PGD
-from robustattr.losses.base import LossOutput
+from robustattr.losses.base import LossOutput, checked_loss
 from robustattr.registry import register
 
 
@@ -42,6 +42,7 @@ class PGDAdversarialLoss:
     ) -> None:
         self.attack = PGD(eps, step_size, steps, norm, random_start, restarts, noise_seed)
 
+    @checked_loss()
     def __call__(self, model: nn.Module, x: Tensor, y: Tensor) -> LossOutput:
         x_adv = self.attack(model, x, y)
         ce = F.cross_entropy(model(x_adv), y)

@@ -8,8 +8,9 @@ from torch import Tensor, nn
 
 from robustattr.attacks.pgd import check_positive
 from robustattr.attributions.base import ensure_grad_mode
-from robustattr.losses.base import LossOutput
+from robustattr.losses.base import LossOutput, checked_loss
 from robustattr.registry import register
+from robustattr.utils import contract
 
 
 def logit_jacobian(model: nn.Module, x: Tensor, num_classes: int, create_graph: bool = False) -> Tensor:
@@ -71,8 +72,10 @@ class SSRLoss:
         check_positive("scale", scale)
         self.beta, self.scale = beta, scale
 
+    @checked_loss(probe=False)
     def __call__(self, model: nn.Module, x: Tensor, y: Tensor) -> LossOutput:
         logits = model(x)
+        contract.check_logits(logits, x.shape[0], labels=y)
         ce = F.cross_entropy(logits, y)
         jac = logit_jacobian(model, x, logits.shape[1], create_graph=True)
         lam = ce_hessian_lambda_max(jac, logits).mean()

@@ -6,7 +6,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from robustattr.attacks.pgd import check_nonnegative
-from robustattr.losses.base import LossOutput
+from robustattr.losses.base import LossOutput, checked_loss
 from robustattr.losses.common import TradesInner, kl_per_sample
 from robustattr.registry import register
 
@@ -53,6 +53,7 @@ class TRADESLoss:
         self.beta = beta
         self.inner = TradesInner(eps, step_size, steps, norm, start_sigma, noise_seed)
 
+    @checked_loss()
     def __call__(self, model: nn.Module, x: Tensor, y: Tensor) -> LossOutput:
         x_adv = self.inner(model, x)
         clean, ce, kl = trades_terms(model, x, x_adv, y)

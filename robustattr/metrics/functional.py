@@ -4,7 +4,7 @@ Maps are ``[B, H, W]`` (use :func:`robustattr.attributions.attribution_map` to g
 ``a = Σ_c |g_c|`` from ``g: [B, C, H, W]``; 4-D inputs are converted automatically);
 every function returns one value per sample, ``[B]`` (float32 on the input's device).
 
-Conventions for degenerate maps (no NaN ever leaks into averages):
+Conventions for degenerate maps (no NaN ever leaks into averages; NaN/inf maps are refused):
 
 * rank correlations (Spearman, Kendall τ-b and their LENS forms): if BOTH maps are constant
   (e.g. all zero) the rankings are identical → **1.0**; if exactly one is constant → **0.0**.
@@ -14,7 +14,7 @@ Conventions for degenerate maps (no NaN ever leaks into averages):
   deterministically (``numpy.argpartition`` on CPU, ``torch.topk`` elsewhere).
 
 Bad inputs raise ``ValueError`` naming the offending value: ``k`` outside ``[1, H·W]``,
-``w`` even or < 1, maps of different shapes, NaN in a map.
+``w`` even or < 1, maps of different shapes, NaN or ±inf in a map (the message names the samples).
 """
 
 from __future__ import annotations
@@ -24,6 +24,8 @@ import scipy.stats
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+
+from robustattr.utils import contract
 
 __all__ = [
     "as_map",
@@ -66,15 +68,16 @@ def _np(t: Tensor) -> np.ndarray:
 
 
 def _check_nan(a: Tensor, name: str) -> None:
-    # one reduction (NaN propagates through the sum) instead of an elementwise isnan pass
-    total = np.sum(_np(a)) if a.device.type == "cpu" else a.sum()  # numpy: no thread start-up
-    if bool(np.isnan(total) if a.device.type == "cpu" else torch.isnan(total)) and torch.isnan(a).any():
-        bad = torch.nonzero(torch.isnan(a).flatten(1).any(1)).flatten().tolist()
-        raise ValueError(f"{name} contains NaN (samples {bad[:8]})")
+    """Refuse NaN or ±inf anywhere in ``a: [B, ...]`` (one reduction; samples named only on failure)."""
+    contract.check_finite(a, name, hint="")
 
 
 def check_pair(a: Tensor, b: Tensor) -> tuple[Tensor, Tensor]:
-    """Validate and convert two maps: same shape, no NaN; returns ``[B, H, W]`` each."""
+    """Validate and convert two maps: same shape, finite (no NaN/inf); returns ``[B, H, W]`` each.
+
+    Raises:
+        ValueError: e.g. ``second map is NaN/inf for samples [2]``.
+    """
     a, b = as_map(a), as_map(b)
     if a.shape != b.shape:
         raise ValueError(f"maps must have the same shape, got {tuple(a.shape)} and {tuple(b.shape)}")

@@ -1,7 +1,13 @@
 """Activation swap: a smooth surrogate that shares weights with the original network.
 
-ReLU networks have zero second derivatives almost everywhere, so attacks and curvature
-quantities run on ``Softplus(beta)`` surrogates (SPEC §0); reported metrics use the original.
+ReLU networks have zero second derivatives almost everywhere and max-pooling has an input
+gradient that jumps where a window's argmax switches, so attacks, curvature losses and
+worst-case bounds run on a surrogate: ReLU → ``Softplus(β)`` and max-pooling → log-mean-exp
+pooling with the same β. The softplus swap is that of A.-K. Dombrowski et al., "Explanations
+can be manipulated and geometry is to blame", NeurIPS 2019, arXiv:1906.07983, also used by
+F. Wang & A. W.-K. Kong, "A Practical Upper Bound for the Worst-Case Attribution Deviations",
+CVPR 2023, arXiv:2303.00340; log-mean-exp pooling applies the same smoothing to max-pooling.
+Reported metrics and acceptance checks use the original network.
 """
 
 from __future__ import annotations
@@ -114,14 +120,17 @@ def replace_activation(
 _CACHE: weakref.WeakKeyDictionary[nn.Module, dict[float, nn.Module]] = weakref.WeakKeyDictionary()
 
 
-def softplus_surrogate(model: nn.Module, beta: float = 10.0, smooth_pool: bool = False) -> nn.Module:
-    """Cached ``replace_activation(model, nn.Softplus(beta))`` (built once per model, β and option).
+def softplus_surrogate(model: nn.Module, beta: float = 10.0, smooth_pool: bool = True) -> nn.Module:
+    """Cached smooth surrogate of ``model`` (built once per model, β and option).
 
+    Every ``nn.ReLU`` becomes ``nn.Softplus(beta)`` and, with ``smooth_pool=True`` (the
+    default, used by the attacks, the curvature losses and the bounds), every ``nn.MaxPool2d``
+    becomes :class:`SmoothMaxPool2d` with the same β: ``(1/β)·log mean_window exp(β·x)``,
+    whose gradient (a softmax over the window) is continuous. ``smooth_pool=False`` keeps
+    max-pooling (the surrogate then is not smooth where a window's argmax switches).
     The surrogate shares weights, so the cache stays valid across optimizer steps; its
-    train/eval mode is synchronised with ``model`` on every call. With ``smooth_pool=True``
-    every ``nn.MaxPool2d`` is also replaced by :class:`SmoothMaxPool2d` (same β), which makes
-    max-pool networks smooth (SPEC §0 swaps only activations, hence off by default). If
-    nothing needs replacing, ``model`` itself is returned.
+    train/eval mode is synchronised with ``model`` on every call. If nothing needs replacing,
+    ``model`` itself is returned.
     """
     if beta <= 0:
         raise ValueError(f"softplus beta must be > 0, got {beta}")
@@ -135,14 +144,17 @@ def softplus_surrogate(model: nn.Module, beta: float = 10.0, smooth_pool: bool =
             return model
         sur = replace_activation(model, nn.Softplus(beta=beta)) if has_relu else model
         if has_pool:
-            sur = _replace_maxpool(sur, beta)
+            sur = replace_maxpool(sur, beta)
         per_model[key] = sur
     sur.train(model.training)
     return sur
 
 
-def _replace_maxpool(model: nn.Module, beta: float) -> nn.Module:
-    """Copy of ``model`` (sharing parameters and buffers) with MaxPool2d → SmoothMaxPool2d(β)."""
+def replace_maxpool(model: nn.Module, beta: float) -> nn.Module:
+    """Copy of ``model`` (sharing parameters and buffers) with every ``nn.MaxPool2d`` → :class:`SmoothMaxPool2d` (β).
+
+    The copy keeps ``model``'s train/eval mode; ``model`` is unchanged.
+    """
     memo: dict[int, object] = {id(t): t for t in list(model.parameters()) + list(model.buffers())}
     out = copy.deepcopy(model, memo)
     for parent in out.modules():

@@ -1,4 +1,4 @@
-"""The MNIST network of seed 001: four convolutions followed by three fully connected layers."""
+"""The MNIST network of Wang & Kong (CVPR 2023, arXiv:2303.00340): four convolutions followed by three fully connected layers."""
 
 from __future__ import annotations
 
@@ -22,9 +22,10 @@ class SmallCNN(nn.Module):
         input_size: H (= W) of the input; 28 for MNIST-shaped data, 32 for CIFAR.
         width: channels of the first two convolutions (the last two use ``2 * width``).
         hidden: width of the two hidden fully connected layers.
-        pool: ``"max"`` (the paper's network) or ``"avg"``. The softplus surrogate smooths
-            activations but not max-pooling, so worst-case deviation bounds (first-order
-            estimates) are routinely exceeded on max-pool networks; use ``"avg"`` for bound studies.
+        pool: ``"max"`` (the paper's network) or ``"avg"``. The softplus surrogate used by the
+            attacks and the worst-case bounds replaces max-pooling by log-mean-exp pooling by
+            default, so both are smooth; with ``smooth_pool=False`` max-pooling's gradient jumps
+            and first-order bounds are routinely exceeded (``"avg"`` avoids the question).
 
     Returns logits ``[B, K]``. No BatchNorm, so DDP gradients are exactly per-sample sums.
     """

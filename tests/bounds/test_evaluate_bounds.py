@@ -1,10 +1,11 @@
-"""Seed-001 validation protocol on a trained softplus digits model: attacks never exceed T'_e."""
+"""Seed-001 validation protocol on a trained softplus digits model: attacks stay within T'_e up to O(ε²)."""
 
 from __future__ import annotations
 
 import csv
 import json
 import math
+import warnings
 from pathlib import Path
 
 import pytest
@@ -22,9 +23,8 @@ from tests.helpers import fit_on_digits
 def softplus_digits() -> tuple[nn.Module, torch.Tensor, torch.Tensor]:
     """A small softplus SmallCNN with average pooling, trained 2 epochs on digits; 8 validation samples.
 
-    Average pooling, not max pooling: the softplus surrogate does not smooth max pooling, whose
-    gradient jumps when a window's argmax switches, so attacks exceed first-order estimates on
-    max-pool networks for any ε (see README.md, section "Worst-case attribution deviation bounds").
+    Average pooling, not max pooling: the network is smooth as it is (no surrogate involved), so
+    the bounds and the attacks describe exactly this function.
     """
     from robustattr.data import DigitsDataModule
     from robustattr.models import SmallCNN, build_model, replace_activation
@@ -52,9 +52,11 @@ def test_no_attacked_sample_outside_generalised_bound(softplus_digits, attr) -> 
     keep = ~t["skipped"]
     assert s["n"] >= 6  # the model is accurate enough that most samples are attacked
     assert s["n"] + s["n_skipped"] == 8
-    # the attacks did move the attribution, and stayed within the Eq. 11 generalised bound
+    # the attacks did move the attribution, and stayed within the Eq. 11 generalised bound up to its
+    # O(ε²) error (T'_e is a first-order estimate; here no sample was outside it at all)
     assert torch.all(t["dist_max"][keep] > 0)
-    assert s["frac_outside_T_e_prime"] == 0.0, (t["dist_max"][keep], t["T_e_prime"][keep])
+    assert s["max_rel_excess_T_e_prime"] <= 1e-2, (t["dist_max"][keep], t["T_e_prime"][keep])
+    assert s["frac_outside_T_e_prime"] == 0.0
     # the fraction outside the first-order T_e is reported (seed 001 Table 3: 0–6 %)
     assert 0.0 <= s["frac_outside_T_e"] <= 1.0
     print(f"\n{type(attr).__name__}: frac outside T_e = {s['frac_outside_T_e']:.3f}, T_hat_e={s['T_hat_e']:.4g}, T_e={s['T_e']:.4g}")
@@ -112,9 +114,9 @@ def test_linf_protocol_with_ifia_topk(softplus_digits) -> None:  # type: ignore[
 
 
 def test_smooth_pool_surrogate_keeps_maxpool_network_inside_generalised_bound() -> None:
-    """A max-pool ReLU SmallCNN: with max-pooling also smoothed (SmoothMaxPool2d) no attacked sample
-    leaves T'_e at ε = 0.05, although ReLU→Softplus alone does not make max-pool networks smooth."""
-    import warnings
+    """A max-pool ReLU SmallCNN: with max-pooling also smoothed (SmoothMaxPool2d, the default) no attacked
+    sample leaves T'_e at ε = 0.05 (beyond its O(ε²) error), although ReLU→Softplus alone does not make
+    max-pool networks smooth."""
 
     from robustattr.data import DigitsDataModule
     from robustattr.models import SmallCNN, build_model, softplus_surrogate
@@ -132,26 +134,33 @@ def test_smooth_pool_surrogate_keeps_maxpool_network_inside_generalised_bound() 
         ev = evaluate_bounds(sur, Saliency(), x, y, eps=0.05, norm="l2", attack_repeats=2, attack_steps=20, batch_size=8)
     s = ev.summary()
     assert s["n"] >= 6
-    assert s["frac_outside_T_e_prime"] == 0.0, (ev.tensors["dist_max"], ev.tensors["T_e_prime"])
+    assert s["max_rel_excess_T_e_prime"] <= 1e-2, (ev.tensors["dist_max"], ev.tensors["T_e_prime"])
     assert s["T_hat_e"] > 0.1 * s["T_e"]
+    # the same network through the default path (smooth_model smooths max-pooling itself) gives the same bounds
+    ev2 = evaluate_bounds(model, Saliency(), x, y, eps=0.05, norm="l2", attack_repeats=1, attack_steps=2, batch_size=8)
+    torch.testing.assert_close(ev2.tensors["T_e"], ev.tensors["T_e"], rtol=1e-5, atol=1e-8)
 
 
-def test_report_smooth_pool_flag(softplus_digits, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
-    """``--smooth-pool`` hands evaluate_bounds the surrogate with SmoothMaxPool2d instead of max-pooling."""
-    from robustattr.models import SmallCNN, SmoothMaxPool2d, build_model
+@pytest.mark.parametrize("flag", [[], ["--smooth-pool"], ["--no-smooth-pool"]])
+def test_report_smooth_pool_flag(softplus_digits, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, flag: list[str]) -> None:  # type: ignore[no-untyped-def]
+    """Max-pooling is smoothed by default (and with ``--smooth-pool``); ``--no-smooth-pool`` keeps it."""
+    from robustattr.models import SmallCNN, build_model
 
     _, x, y = softplus_digits
     maxpool_model = build_model(SmallCNN(width=4, hidden=8), (0.3,), (0.3,)).eval()
     monkeypatch.setattr(bounds_report, "_load", lambda *a, **k: (maxpool_model, x[:2], y[:2], torch.arange(2)))
-    seen: list[nn.Module] = []
+    seen: list[bool] = []
     real = bounds_report.evaluate_bounds
 
     def spy(model, *args, **kwargs):  # type: ignore[no-untyped-def]
-        seen.append(model)
+        seen.append(kwargs["smooth_pool"])
         return real(model, *args, **kwargs)
 
     monkeypatch.setattr(bounds_report, "evaluate_bounds", spy)
-    bounds_report.main(["--checkpoint", "a.ckpt", "--eps", "0.05", "--attribution", "saliency", "--attack-repeats", "1",
-                        "--attack-steps", "2", "--smooth-pool", "--output", str(tmp_path / "b")])
-    assert seen and not any(isinstance(m, (nn.MaxPool2d, nn.ReLU)) for m in seen[0].modules())
-    assert any(isinstance(m, SmoothMaxPool2d) for m in seen[0].modules())
+    with warnings.catch_warnings(record=True) as rec:
+        warnings.simplefilter("always")
+        bounds_report.main(["--checkpoint", "a.ckpt", "--eps", "0.05", "--attribution", "saliency", "--attack-repeats", "1",
+                            "--attack-steps", "2", *flag, "--output", str(tmp_path / "b")])
+    assert seen == [flag != ["--no-smooth-pool"]]
+    pool_warnings = [w for w in rec if "max pooling" in str(w.message)]
+    assert bool(pool_warnings) == (flag == ["--no-smooth-pool"])

@@ -176,7 +176,10 @@ def test_softplus_surrogate_smooth_pool_shares_weights() -> None:
     model = build_model(SmallCNN(width=4, hidden=8), (0.5,), (0.5,))
     sur = softplus_surrogate(model, 10.0, smooth_pool=True)
     assert sur is softplus_surrogate(model, 10.0, smooth_pool=True)  # cached per (β, option)
-    assert softplus_surrogate(model, 10.0) is not sur
+    assert softplus_surrogate(model, 10.0) is sur  # max-pooling is smoothed by default
+    relu_only = softplus_surrogate(model, 10.0, smooth_pool=False)
+    assert relu_only is not sur and sum(isinstance(m, nn.MaxPool2d) for m in relu_only.modules()) == 2
+    assert not any(isinstance(m, nn.ReLU) for m in relu_only.modules())
     assert not any(isinstance(m, (nn.ReLU, nn.MaxPool2d)) for m in sur.modules())
     assert sum(isinstance(m, SmoothMaxPool2d) for m in sur.modules()) == 2
     assert all(a is b for a, b in zip(model.parameters(), sur.parameters(), strict=True))

@@ -35,7 +35,7 @@ from torch import Tensor, nn
 from torchmetrics import Metric
 
 from robustattr.attributions import Attribution, Saliency
-from robustattr.utils import eval_mode, per_sample_generators
+from robustattr.utils import contract, eval_mode, per_sample_generators
 
 __all__ = [
     "GaussianNoise",
@@ -292,7 +292,12 @@ class RobustnessMetric(Metric):
         if not torch.is_floating_point(x):
             raise ValueError(f"x must be a floating tensor, got {x.dtype}")
         x, y = x.detach(), y.detach()
-        with eval_mode(model):
+        idx = None if index is None else torch.as_tensor(index).reshape(-1)
+        # The contract is checked once, on x; the perturbed copies may leave [0, 1] (the metrics'
+        # definitions do not clip), so the attributions evaluated on them are nested, unchecked calls.
+        with contract.entry(labels=y, index=idx) as outer, eval_mode(model):
+            if outer:
+                contract.check_call(model, x, y, index=idx)
             xp = self.perturb(x, index) if x_perturbed is None else x_perturbed.detach().to(x.dtype)
             if xp.dim() != x.dim() + 1 or xp.shape[1:] != x.shape:
                 raise ValueError(f"x_perturbed must be [n, *x.shape]={('n', *x.shape)}, got {tuple(xp.shape)}")
