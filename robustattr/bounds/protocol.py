@@ -22,7 +22,6 @@ from collections.abc import Sequence
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from robustattr.attacks.ifia import TopKAttack
@@ -85,9 +84,19 @@ def protocol_attacks(
 
 
 def angle_deg(a: Tensor, b: Tensor) -> Tensor:
-    """``arccos cos(a_i, b_i)`` in degrees per sample: ``[B, ...] × [B, ...] → [B]``."""
-    cos = F.cosine_similarity(a.flatten(1), b.flatten(1), dim=1, eps=1e-12).clamp(-1.0, 1.0)
-    return torch.rad2deg(torch.arccos(cos))
+    """The angle ``∠(a_i, b_i)`` in degrees per sample: ``[B, ...] × [B, ...] → [B]`` (dtype of ``a``).
+
+    Computed as ``2·atan2(‖â − b̂‖, ‖â + b̂‖)`` with unit vectors ``â = a/‖a‖`` in float64: unlike
+    ``arccos(cos)``, accurate for small angles (``arccos`` of a float32 cosine cannot resolve
+    angles below ~0.03°) and exactly 0 for equal inputs. A zero vector makes 90° with anything.
+    """
+    fa, fb = a.flatten(1).to(torch.float64), b.flatten(1).to(torch.float64)
+    na, nb = fa.norm(dim=1, keepdim=True), fb.norm(dim=1, keepdim=True)
+    ua, ub = fa / na.clamp_min(1e-300), fb / nb.clamp_min(1e-300)
+    theta = 2.0 * torch.atan2((ua - ub).norm(dim=1), (ua + ub).norm(dim=1))
+    zero = (na == 0).flatten() | (nb == 0).flatten()
+    theta = torch.where(zero, torch.full_like(theta, torch.pi / 2), theta)
+    return torch.rad2deg(theta).to(a.dtype)
 
 
 def attacked_deviations(
