@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import inspect
+import json
+import math
 from typing import Any
 
 import pytest
@@ -13,6 +15,7 @@ from robustattr import registry
 from robustattr.attacks.core import AttackResult
 from robustattr.attributions import Saliency
 from robustattr.attributions.base import Attribution
+from robustattr.evaluation import Evaluator
 from robustattr.losses.base import LossOutput
 from robustattr.models import SmallCNN, build_model
 
@@ -64,8 +67,7 @@ def _mixed_modes(model: nn.Module) -> nn.Module:
 @pytest.mark.parametrize("kind", sorted(registry.KINDS))
 def test_every_kind_is_populated_and_names_are_unique(kind: str) -> None:
     names = registry.available(kind)
-    if kind != "evaluator":
-        assert names, f"no {kind} registered"
+    assert names, f"no {kind} registered"
     classes = [registry.get(kind, n) for n in names]
     assert len(set(classes)) == len(classes)
     for n, c in zip(names, classes, strict=True):
@@ -261,3 +263,32 @@ def test_metric_refuses_non_finite_maps(name: str, value: float) -> None:
         metric.per_sample(a, b)
     with pytest.raises(ValueError, match=r"samples \[2\]"):
         metric.per_sample(b, a)
+
+
+@pytest.mark.parametrize("name", registry.available("evaluator"))
+def test_evaluator_contract(name: str) -> None:
+    ev = construct(registry.get("evaluator", name))
+    assert isinstance(ev, Evaluator)
+    model = _mixed_modes(_model())
+    modes = _modes(model)
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    x, y = _batch()
+    index = torch.tensor([5, 0, 7])
+    x0 = x.clone()
+    out = ev.evaluate(model, x, y, index)
+    assert list(out) == ev.columns(10)
+    for col, v in out.items():
+        assert v.shape == (3,), col  # flat per-sample columns
+        assert v.dtype in (torch.bool, torch.int64, torch.float32, torch.float64), (col, v.dtype)
+        assert not v.requires_grad, col
+    # no side effects on the input, the model's modes, parameters, gradients or buffers
+    assert torch.equal(x, x0) and x.grad is None and not x.requires_grad
+    assert _modes(model) == modes
+    assert all(p.grad is None for p in model.parameters())
+    assert all(torch.equal(state[k], v) for k, v in model.state_dict().items())
+    summary = ev.summarize(out)
+    assert summary and all(isinstance(k, str) and isinstance(v, float) for k, v in summary.items())
+    assert all(math.isfinite(v) or math.isnan(v) for v in summary.values()), summary
+    json.dumps(ev.params())
+    assert all(isinstance(w, str) for w in ev.warnings((1, 28, 28)))
+    assert ev.cost() > 0

@@ -24,7 +24,7 @@ import torch
 
 from robustattr.attributions import InputXGradient, IntegratedGradients, Saliency
 from robustattr.attributions.base import Attribution
-from robustattr.bounds.protocol import BoundsEvaluation, evaluate_bounds
+from robustattr.evaluation.bounds import BoundsEvaluation, evaluate_bounds
 
 ATTRIBUTIONS = ("saliency", "ixg", "ig")
 COLUMNS = (

@@ -20,7 +20,7 @@ small generator calls per draw.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -178,6 +178,10 @@ class PGD:
         restarts: number of random restarts (≥ 1).
         noise_seed: ``None`` (global RNG) or a seed for batch-independent per-sample starts
             (see the module docstring).
+
+    Call: ``pgd(model, x, y, sample_seeds=None)``. ``sample_seeds: [B]`` (e.g. ``seed +
+    dataset_index``) gives sample i the random start ``Generator(sample_seeds_i + 7919·restart)``
+    instead of ``noise_seed``: independent of batching, sharding and the sample's pixels.
     """
 
     def __init__(
@@ -198,14 +202,24 @@ class PGD:
         self.eps, self.step_size, self.steps, self.norm = eps, step_size, steps, norm
         self.random_start, self.restarts, self.noise_seed = random_start, restarts, noise_seed
 
-    def start(self, x: Tensor, restart: int = 0) -> Tensor:
-        """The starting point: ``x + U(ball)`` (or ``x`` without random start)."""
+    def start(self, x: Tensor, restart: int = 0, sample_seeds: Tensor | Sequence[int] | None = None) -> Tensor:
+        """The starting point: ``x + U(ball)`` (or ``x`` without random start).
+
+        With ``sample_seeds: [B]`` sample i draws from ``Generator(sample_seeds_i + 7919·restart)``.
+        """
         if not self.random_start:
             return x.detach().clone()
+        if sample_seeds is not None:
+            seeds = torch.as_tensor(sample_seeds, dtype=torch.int64).reshape(-1)
+            if seeds.numel() != x.shape[0]:
+                raise ValueError(f"sample_seeds must have {x.shape[0]} entries, got {seeds.numel()}")
+            sampler = sample_linf_cube if self.norm == "linf" else sample_l2_ball
+            noise = per_sample_noise(sampler, seeds + 7919 * restart, 1, tuple(x.shape[1:]), x.device, x.dtype, radius=self.eps)
+            return x.detach() + noise[0]
         seed = None if self.noise_seed is None else self.noise_seed + 7919 * restart
         return x.detach() + draw_noise(x, self.norm, self.eps, seed)
 
-    def __call__(self, model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
+    def __call__(self, model: nn.Module, x: Tensor, y: Tensor, sample_seeds: Tensor | Sequence[int] | None = None) -> Tensor:
         def ce(z: Tensor) -> Tensor:
             out = model(z)
             contract.check_model_output(out, z.shape[0])
@@ -216,7 +230,8 @@ class PGD:
                 contract.check_call(model, x, y)
             best = best_val = None
             for r in range(self.restarts):
-                z = projected_ascent(ce, x, self.start(x, r), self.eps, self.step_size, self.steps, self.norm)
+                start = self.start(x, r, sample_seeds)
+                z = projected_ascent(ce, x, start, self.eps, self.step_size, self.steps, self.norm)
                 if self.restarts == 1:
                     return z
                 with torch.no_grad():

@@ -1,6 +1,30 @@
-"""The evaluation suite of a checkpoint: evaluators over batches (per-sample tensors + summary)."""
+"""The evaluation suite of a checkpoint: evaluators over batches (per-sample tensors + summary).
 
+Registered evaluators (``robustattr.registry.available("evaluator")``): ``accuracy``
+(:class:`CleanAccuracy`), ``pgd_accuracy`` (:class:`PGDAccuracy`), ``attribution_attack``
+(:class:`AttributionAttackEvaluator`), ``smoothing`` (:class:`SmoothingEvaluator`) and
+``bounds`` (:class:`BoundsEvaluator`). The validation callbacks, ``certify.py`` and the study
+all run these; :mod:`robustattr.evaluation.sharding` spreads samples over processes.
+"""
+
+from robustattr.evaluation.accuracy import CleanAccuracy, PGDAccuracy
+from robustattr.evaluation.attribution_attack import DEFAULT_METRICS, AttributionAttackEvaluator
 from robustattr.evaluation.base import Evaluator, describe
+from robustattr.evaluation.bounds import BoundsEvaluation, BoundsEvaluator, evaluate_bounds
 from robustattr.evaluation.sharding import assign, shard
+from robustattr.evaluation.smoothing import SmoothingEvaluator
 
-__all__ = ["Evaluator", "assign", "describe", "shard"]
+__all__ = [
+    "DEFAULT_METRICS",
+    "AttributionAttackEvaluator",
+    "BoundsEvaluation",
+    "BoundsEvaluator",
+    "CleanAccuracy",
+    "Evaluator",
+    "PGDAccuracy",
+    "SmoothingEvaluator",
+    "assign",
+    "describe",
+    "evaluate_bounds",
+    "shard",
+]

@@ -1,130 +1,98 @@
 """Monitor sound attribution-robustness certificates (uniform ℓ2 smoothing) during training.
 
-Every ``every_n_epochs`` epochs, a fixed seeded validation subset is certified with
-:class:`~robustattr.certify.UniformSmoothingCertifier` (sharded across DDP ranks, each sample
-once, per-sample noise seeded ``seed + index``). Logged keys (identical on all ranks):
+A thin adapter over :class:`robustattr.evaluation.SmoothingEvaluator` (F. Wang & A. W.-K.
+Kong, "Certified ℓ2 Attribution Robustness via Uniformly Smoothed Attributions",
+arXiv:2405.06361): every ``every_n_epochs`` epochs a fixed seeded validation subset is
+certified (each sample once under DDP, noise seeded ``seed + index``). Logged keys (identical
+on all ranks; E, τ spelled ``f"{v:g}"``):
 
-- ``val_cert/cos_lower@eps=E``: median certified cosine at ε = E (a sample that is not
-  certified contributes the trivial bound −1);
+- ``val_cert/cos_lower@eps=E``: median certified cosine at ε = E; a sample that is not
+  certified counts as the trivial bound −1 (so −1 means: the median sample is not certified);
 - ``val_cert/frac_certified@tau=T,eps=E``: fraction of samples with certified cosine ≥ τ;
 - ``val_cert/eps_max@tau=T``: median largest certified ε for cos ≥ τ (0 when not certified);
-- ``val_cert/h_norm_lower``: median ℓ, the lower confidence bound on ‖h‖ (margin ``margin``).
+- ``val_cert/h_norm_lower``: median lower confidence bound ℓ on ‖h(x)‖ (the evaluator's ``margin``: Bernstein for N ≥ 100 by default).
 
-On rank zero, with a W&B logger, a line plot of the median certified cosine against ε.
+Medians are lower medians (``torch.median``). On rank zero, with a W&B logger, a line plot of
+the median certified cosine against ε (``val_cert/cos_lower_curve``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import math
 
 import lightning as L
-import torch
 from torch import Tensor
 
-from robustattr.attributions.base import Attribution
-from robustattr.certify.smoothing import DEFAULT_EPS_GRID, DEFAULT_TAUS, UniformSmoothingCertifier
+from robustattr.evaluation.smoothing import SmoothingEvaluator
 from robustattr.lightning.eval_base import EvalSubsetCallback
 
-
-def _fmt(v: float) -> str:
-    return f"{v:g}"
+__all__ = ["CertificationCallback"]
 
 
 class CertificationCallback(EvalSubsetCallback):
     """Certify a fixed validation subset every ``every_n_epochs`` epochs and log the curves.
 
     Args:
-        every_n_epochs: run after every n-th epoch (and the last).
-        num_samples: size of the fixed validation subset.
-        radius: smoothing radius r (pixel units).
-        n_samples: Monte Carlo samples N per input.
-        eps_grid: ε values of the certified cosine.
-        taus: cosine thresholds τ ∈ (0, 1).
-        alpha: failure probability of the Monte Carlo bound.
-        bound_M: norm bound M of the base attribution.
-        bounding: ``"normalize"`` or ``"clip"``.
-        attribution: base attribution (default saliency).
-        batch_size: inputs certified together.
-        rows_per_forward: noisy copies per forward/backward.
-        seed: subset selection and per-sample noise seed.
-        progress: progress bar on rank zero.
-        margin: lower bound ℓ on ‖h‖: ``"auto"`` (Bernstein for ``n_samples ≥ 100``, else
-            Hoeffding), ``"bernstein"`` or ``"hoeffding"`` (see
-            :func:`robustattr.certify.norm_lower_bound`).
-    Cost: ``num_samples · n_samples`` gradient evaluations per run.
+        evaluator: the :class:`~robustattr.evaluation.SmoothingEvaluator` (radius, N, α, ε
+            grid, τ, attribution, …). Default ``SmoothingEvaluator(n_samples=256)``.
+        num_samples, every_n_epochs, batch_size, seed, progress, prefix: see
+            :class:`EvalSubsetCallback` (prefix default ``val_cert``).
+
+    Cost: ``num_samples · n_samples`` attribution evaluations per run.
+
+    YAML::
+
+        - class_path: robustattr.lightning.CertificationCallback
+          init_args: {num_samples: 32, evaluator: {radius: 0.25, n_samples: 256}}
     """
 
     prefix = "val_cert"
 
     def __init__(
         self,
-        every_n_epochs: int = 1,
+        evaluator: SmoothingEvaluator | None = None,
         num_samples: int = 32,
-        radius: float = 0.25,
-        n_samples: int = 256,
-        eps_grid: Sequence[float] = DEFAULT_EPS_GRID,
-        taus: Sequence[float] = DEFAULT_TAUS,
-        alpha: float = 1e-3,
-        bound_M: float = 1.0,
-        bounding: str = "normalize",
-        attribution: Attribution | None = None,
+        every_n_epochs: int = 1,
         batch_size: int = 16,
-        rows_per_forward: int = 1024,
         seed: int = 0,
         progress: bool = True,
-        margin: str = "auto",
+        prefix: str | None = None,
     ) -> None:
-        super().__init__(num_samples=num_samples, every_n_epochs=every_n_epochs, batch_size=batch_size, seed=seed, progress=progress)
-        self.certifier = UniformSmoothingCertifier(
-            attribution=attribution,
-            radius=radius,
-            n_samples=n_samples,
-            alpha=alpha,
-            bound_M=bound_M,
-            bounding=bounding,
-            eps_grid=list(eps_grid),
-            taus=list(taus),
-            batch_size=rows_per_forward,
-            seed=seed,
-            margin=margin,
-        )
-        self.eps_grid = [float(e) for e in self.certifier.eps_grid]
-        self.taus = [float(t) for t in self.certifier.taus]
+        evaluator = evaluator if evaluator is not None else SmoothingEvaluator(n_samples=256)
+        if not isinstance(evaluator, SmoothingEvaluator):
+            raise ValueError(f"evaluator must be a SmoothingEvaluator, got {type(evaluator).__name__}")
+        super().__init__(evaluator, num_samples=num_samples, every_n_epochs=every_n_epochs, batch_size=batch_size,
+                         seed=seed, progress=progress, prefix=prefix)
 
-    def evaluate(self, pl_module: L.LightningModule, x: Tensor, y: Tensor, index: Tensor) -> dict[str, Tensor]:
-        """Per-sample ``cos_lower [b, E]``, ``eps_max [b, T]``, ``h_norm``, ``h_norm_lower`` (predicted class)."""
-        model = getattr(pl_module, "model", pl_module)
-        cert = self.certifier.certify(model, x, y=None, index=index)
-        return {
-            "cos_lower": cert.cos_lower,
-            "eps_max": cert.eps_max,
-            "h_norm": cert.h_norm,
-            "h_norm_lower": cert.h_norm_lower,
-        }
-
-    def summarize(self, results: dict[str, Tensor]) -> dict[str, Tensor]:
-        cos = results["cos_lower"].to(torch.float64)
-        cos_or_trivial = torch.nan_to_num(cos, nan=-1.0)  # not certified: only the trivial cos ≥ −1 holds
-        epsm = torch.nan_to_num(results["eps_max"].to(torch.float64), nan=0.0)
-        out: dict[str, Tensor] = {}
-        for j, e in enumerate(self.eps_grid):
-            out[f"cos_lower@eps={_fmt(e)}"] = cos_or_trivial[:, j].median()
-            for tau in self.taus:
-                out[f"frac_certified@tau={_fmt(tau)},eps={_fmt(e)}"] = (cos_or_trivial[:, j] >= tau).double().mean()
-        for k, tau in enumerate(self.taus):
-            out[f"eps_max@tau={_fmt(tau)}"] = epsm[:, k].median()
-        out["h_norm_lower"] = results["h_norm_lower"].to(torch.float64).median()
+    def log_keys(self, summary: dict[str, float]) -> dict[str, float]:
+        """The evaluator's medians and fractions under this callback's documented names."""
+        ev = self.evaluator
+        assert isinstance(ev, SmoothingEvaluator)
+        eps = [f"{e:g}" for e in ev.eps_grid]
+        taus = [f"{t:g}" for t in ev.taus]
+        out: dict[str, float] = {}
+        for e in eps:
+            med = summary[f"cos_median@eps={e}"]
+            out[f"cos_lower@eps={e}"] = -1.0 if math.isnan(med) else med  # not certified: only cos ≥ −1 holds
+            for t in taus:
+                out[f"frac_certified@tau={t},eps={e}"] = summary[f"frac_certified@tau={t},eps={e}"]
+        for t in taus:
+            out[f"eps_max@tau={t}"] = summary[f"eps_max_median@tau={t}"]
+        out["h_norm_lower"] = summary["h_norm_lower_median"]
         return out
 
     def log_artifacts(self, trainer: L.Trainer, pl_module: L.LightningModule, results: dict[str, Tensor]) -> None:
         """W&B line plot of the median certified cosine vs ε (rank zero; no-op without a W&B logger)."""
         loggers = getattr(trainer, "loggers", None) or []
         wb = [lg for lg in loggers if type(lg).__name__ == "WandbLogger"]
-        if not wb:
+        if not wb or self.last_summary is None:
             return
         import wandb
 
-        med = torch.nan_to_num(results["cos_lower"].to(torch.float64), nan=-1.0).median(dim=0).values.cpu().tolist()
-        table = wandb.Table(data=[[e, c] for e, c in zip(self.eps_grid, med, strict=True)], columns=["eps", "cos_lower_median"])
-        plot = wandb.plot.line(table, "eps", "cos_lower_median", title="certified cosine (median) vs eps")
+        ev = self.evaluator
+        assert isinstance(ev, SmoothingEvaluator)
+        logged = self.log_keys(self.last_summary)
+        data = [[e, logged[f"cos_lower@eps={e:g}"]] for e in ev.eps_grid]
+        table = wandb.Table(data=data, columns=["eps", "cos_lower_median"])
+        plot = wandb.plot.line(table, "eps", "cos_lower_median", title="certified cosine (median; -1: not certified) vs eps")
         wb[0].experiment.log({f"{self.prefix}/cos_lower_curve": plot, "trainer/global_step": trainer.global_step})

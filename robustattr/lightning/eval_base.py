@@ -1,18 +1,18 @@
-"""Base of the validation-time evaluation callbacks (attacks, certification, bounds).
+"""Run an evaluator on a fixed validation subset during training: the base of the evaluation callbacks.
 
-Each callback evaluates a **fixed, seeded subset** of the validation set. Under DDP the
-subset is sharded by position (``indices[rank::world_size]``) with no padding, so every
-sample is evaluated exactly once (DistributedSampler's duplicate padding never enters);
-per-sample results are gathered back into subset order on every rank, summarised, and
-logged with identical values on all ranks. Per-sample random streams are seeded with
-``seed + dataset_index`` (see :func:`robustattr.utils.per_sample_noise`), so 1 process and
-N processes produce the same numbers.
+The callback selects a **fixed, seeded subset** of the validation set, spreads it over the
+DDP ranks with :func:`robustattr.evaluation.sharding.assign` (each sample on exactly one
+rank, no padding duplicates), runs :meth:`Evaluator.evaluate` on each rank's samples (model in
+eval mode), gathers the per-sample columns back into subset order on every rank, summarises
+them with :meth:`Evaluator.summarize` and logs ``<prefix>/<key>`` with identical values on all
+ranks. Every random stream of a sample is seeded from its dataset index inside the evaluator,
+so 1 process and N processes log the same numbers.
 """
 
 from __future__ import annotations
 
 import math
-from abc import abstractmethod
+from typing import Any
 
 import lightning as L
 import torch
@@ -20,54 +20,76 @@ from lightning.pytorch.callbacks import Callback
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from robustattr.evaluation.base import Evaluator
+from robustattr.evaluation.sharding import assign
+from robustattr.utils import eval_mode
+
+__all__ = ["EvalSubsetCallback"]
+
+#: dtypes a per-sample column may have, by the code gathered across ranks.
+_DTYPES: tuple[torch.dtype, ...] = (torch.bool, torch.int64, torch.int32, torch.float32, torch.float64)
+
 
 class EvalSubsetCallback(Callback):
-    """Run :meth:`evaluate` on a fixed validation subset every ``every_n_epochs`` epochs.
-
-    Subclasses implement :meth:`evaluate` (per-sample tensors for one batch) and
-    :meth:`summarize` (scalars from the gathered per-sample tensors), and may override
-    :meth:`log_artifacts` (rank zero only: images, tables, plots).
+    """Evaluate ``evaluator`` on a fixed validation subset every ``every_n_epochs`` epochs.
 
     Args:
+        evaluator: any :class:`~robustattr.evaluation.Evaluator` (e.g. ``CleanAccuracy()``).
         num_samples: size of the subset (capped at the validation set size).
-        every_n_epochs: run after every n-th training epoch (always under ``trainer.validate``).
+        every_n_epochs: run after every n-th training epoch and the last (always under
+            ``trainer.validate``).
         batch_size: samples evaluated together.
-        seed: selects the subset and seeds per-sample noise (``seed + index``).
-        progress: show a progress bar on rank zero.
+        seed: selects the subset (``randperm(len(val_set), seed)[:num_samples]``, sorted); the
+            evaluator's own ``seed`` seeds its random streams.
+        progress: progress bar (counting samples) on rank zero.
+        prefix: logged keys are ``<prefix>/<summary key>``; default the class attribute
+            ``prefix`` of a subclass, else ``val_<evaluator.name>``.
+
+    After a run, ``last_results`` holds the gathered per-sample columns ``{column: [N]}`` plus
+    ``index`` (dataset indices, subset order) and ``last_summary`` the evaluator's summary.
+    Subclasses may override :meth:`log_keys` (which summary entries are logged, under which
+    names) and :meth:`log_artifacts` (rank zero only: images, tables, plots).
     """
 
-    prefix: str = "val_eval"
+    prefix: str | None = None
 
-    def __init__(self, num_samples: int = 64, every_n_epochs: int = 1, batch_size: int = 32, seed: int = 0, progress: bool = True) -> None:
+    def __init__(
+        self,
+        evaluator: Evaluator,
+        num_samples: int = 32,
+        every_n_epochs: int = 1,
+        batch_size: int = 16,
+        seed: int = 0,
+        progress: bool = True,
+        prefix: str | None = None,
+    ) -> None:
         super().__init__()
+        if not isinstance(evaluator, Evaluator):
+            raise ValueError(f"evaluator must be a robustattr.evaluation.Evaluator, got {type(evaluator).__name__}")
         if num_samples < 1:
             raise ValueError(f"num_samples must be >= 1, got {num_samples}")
         if every_n_epochs < 1:
             raise ValueError(f"every_n_epochs must be >= 1, got {every_n_epochs}")
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if prefix is not None and (not prefix or prefix.endswith("/")):
+            raise ValueError(f"prefix must be a non-empty name without a trailing '/', got {prefix!r}")
+        self.evaluator = evaluator
         self.num_samples, self.every_n_epochs, self.batch_size = num_samples, every_n_epochs, batch_size
         self.seed, self.progress = seed, progress
+        self.prefix = prefix or type(self).prefix or f"val_{evaluator.name}"
         self.last_results: dict[str, Tensor] | None = None
-        self.last_summary: dict[str, Tensor] | None = None
+        self.last_summary: dict[str, float] | None = None
 
-    # ---- to implement -------------------------------------------------------------
-    @abstractmethod
-    def evaluate(self, pl_module: L.LightningModule, x: Tensor, y: Tensor, index: Tensor) -> dict[str, Tensor]:
-        """Per-sample results for ``x: [b, C, H, W]``, ``y: [b]``, dataset ``index: [b]``.
-
-        Returns tensors with leading dimension b (any trailing shape, float or bool).
-        Runs with gradients enabled and the model in eval mode.
-        """
-
-    @abstractmethod
-    def summarize(self, results: dict[str, Tensor]) -> dict[str, Tensor]:
-        """Scalars to log (keys without prefix) from the full ``[num_samples, ...]`` results."""
+    # ---- what is logged ---------------------------------------------------------------
+    def log_keys(self, summary: dict[str, float]) -> dict[str, float]:
+        """Summary entries to log (keys without prefix). Default: all of them."""
+        return dict(summary)
 
     def log_artifacts(self, trainer: L.Trainer, pl_module: L.LightningModule, results: dict[str, Tensor]) -> None:
         """Rank zero only: images, tables, plots. Default: nothing."""
 
-    # ---- machinery ------------------------------------------------------------------
+    # ---- machinery ------------------------------------------------------------------------
     def subset_indices(self, dataset_len: int) -> Tensor:
         """Sorted indices of the fixed subset (depends only on ``seed`` and the set size)."""
         g = torch.Generator().manual_seed(self.seed)
@@ -75,6 +97,7 @@ class EvalSubsetCallback(Callback):
         return torch.randperm(dataset_len, generator=g)[:n].sort().values
 
     def should_run(self, trainer: L.Trainer) -> bool:
+        """Not while sanity checking; every ``every_n_epochs`` epochs and the last under ``fit``; always otherwise."""
         if trainer.sanity_checking:
             return False
         if trainer.state.fn != "fit":
@@ -83,13 +106,26 @@ class EvalSubsetCallback(Callback):
         return epoch % self.every_n_epochs == 0 or epoch == trainer.max_epochs
 
     @staticmethod
-    def _val_dataset(trainer: L.Trainer):  # type: ignore[no-untyped-def]
+    def _val_dataset(trainer: L.Trainer) -> Any:
         loaders = trainer.val_dataloaders
         if isinstance(loaders, (list, tuple)):
             loaders = loaders[0]
         if loaders is None:
             raise RuntimeError("no validation dataloader: evaluation callbacks need one")
         return loaders.dataset
+
+    @staticmethod
+    def _model(pl_module: L.LightningModule) -> torch.nn.Module:
+        """The network evaluated: ``pl_module.model`` (a RobustClassifier's network) or the module itself."""
+        return getattr(pl_module, "model", pl_module)
+
+    @staticmethod
+    def load(dataset: Any, ids: list[int], device: torch.device) -> tuple[Tensor, Tensor]:
+        """``(x [b, C, H, W], y [b])`` of dataset items ``ids`` on ``device``."""
+        items = [dataset[i] for i in ids]
+        x = torch.stack([it[0] for it in items]).to(device)
+        y = torch.as_tensor([int(it[1]) for it in items], dtype=torch.int64, device=device)
+        return x, y
 
     def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if not self.should_run(trainer):
@@ -100,60 +136,82 @@ class EvalSubsetCallback(Callback):
                 "torch.inference_mode. Construct the Trainer with inference_mode=False (train.py's default)."
             )
         summary = self.run(trainer, pl_module)
-        for key, value in summary.items():
-            pl_module.log(f"{self.prefix}/{key}", value.to(pl_module.device, torch.float32), sync_dist=True)
+        for key, value in self.log_keys(summary).items():
+            pl_module.log(f"{self.prefix}/{key}", torch.tensor(value, dtype=torch.float32, device=pl_module.device), sync_dist=True)
 
-    def run(self, trainer: L.Trainer, pl_module: L.LightningModule) -> dict[str, Tensor]:
-        """Evaluate, gather across ranks, summarise; returns the summary (also kept in ``last_summary``)."""
+    def run(self, trainer: L.Trainer, pl_module: L.LightningModule) -> dict[str, float]:
+        """Evaluate this rank's share, gather, summarise; returns the summary (also ``last_summary``)."""
         dataset = self._val_dataset(trainer)
-        indices = self.subset_indices(len(dataset))
+        indices = self.subset_indices(len(dataset)).tolist()
         rank, world = trainer.global_rank, trainer.world_size
-        local = indices[rank::world]
-        was_training = pl_module.training
-        pl_module.eval()
-        chunks: dict[str, list[Tensor]] = {}
+        shares = assign(indices, world)
+        local = shares[rank]
+        model = self._model(pl_module)
         device = pl_module.device
-        batches = [local[i : i + self.batch_size] for i in range(0, len(local), self.batch_size)]
-        bar = tqdm(batches, desc=type(self).__name__, leave=False, disable=not (self.progress and trainer.is_global_zero))
-        try:
-            with torch.enable_grad():
-                for idx in bar:
-                    items = [dataset[int(i)] for i in idx]
-                    x = torch.stack([it[0] for it in items]).to(device)
-                    y = torch.as_tensor([int(it[1]) for it in items], device=device)
-                    out = self.evaluate(pl_module, x, y, idx.to(device))
-                    for k, v in out.items():
-                        chunks.setdefault(k, []).append(v.detach())
-        finally:
-            pl_module.train(was_training)
-        local_results = {k: torch.cat(v) for k, v in chunks.items()}
-        results = self.gather(pl_module, local_results, len(indices), world)
-        results["index"] = indices.to(device)
+        columns = self.evaluator.columns(getattr(pl_module, "num_classes", None))
+        chunks: dict[str, list[Tensor]] = {c: [] for c in columns}
+        bar = tqdm(total=len(local), desc=type(self).__name__, unit="sample", leave=False,
+                   disable=not (self.progress and trainer.is_global_zero))
+        with eval_mode(pl_module), torch.enable_grad():
+            for s in range(0, len(local), self.batch_size):
+                ids = local[s : s + self.batch_size]
+                x, y = self.load(dataset, ids, device)
+                out = self.evaluator.evaluate(model, x, y, torch.as_tensor(ids, dtype=torch.int64, device=device))
+                self._check(out, columns, len(ids))
+                for c in columns:
+                    chunks[c].append(out[c].detach())
+                bar.update(len(ids))
+        bar.close()
+        position = {i: p for p, i in enumerate(indices)}
+        results = self.gather(pl_module, chunks, [[position[i] for i in share] for share in shares], rank, len(indices))
+        results["index"] = torch.as_tensor(indices, dtype=torch.int64, device=device)
         self.last_results = results
-        summary = self.summarize(results)
+        summary = self.evaluator.summarize(results)
         self.last_summary = summary
         if trainer.is_global_zero:
             self.log_artifacts(trainer, pl_module, results)
         return summary
 
-    @staticmethod
-    def gather(pl_module: L.LightningModule, local: dict[str, Tensor], n_total: int, world: int) -> dict[str, Tensor]:
-        """Reassemble per-sample tensors from all ranks in subset order.
+    def _check(self, out: dict[str, Tensor], columns: list[str], b: int) -> None:
+        if list(out) != columns:
+            raise ValueError(f"{type(self.evaluator).__name__}.evaluate returned columns {list(out)}, but columns() lists {columns}")
+        for c, v in out.items():
+            if v.shape != (b,) or v.dtype not in _DTYPES:
+                raise ValueError(f"{type(self.evaluator).__name__}: column {c!r} must be a flat [{b}] tensor of a supported dtype, got {tuple(v.shape)} {v.dtype}")
 
-        Rank r holds positions ``r, r+W, r+2W, …``; each rank pads to ``ceil(n/W)`` rows,
-        ``all_gather`` gives ``[W, L, …]`` and position p is ``gathered[p % W, p // W]``.
+    @staticmethod
+    def gather(
+        pl_module: L.LightningModule, chunks: dict[str, list[Tensor]], positions: list[list[int]], rank: int, n_total: int
+    ) -> dict[str, Tensor]:
+        """Reassemble per-sample columns from all ranks in subset order, identically on every rank.
+
+        ``positions[r]`` lists the subset positions rank r evaluated. Each rank pads its rows
+        to the longest share, ``all_gather`` gives ``[W, rows]`` per column (sent as float64:
+        exact for bool, int32 and int64 values below 2⁵³) and row j of rank r lands at
+        ``positions[r][j]``. The dtype of each column travels as a code (ranks without samples
+        send −1), so every rank restores the same dtypes.
         """
+        world = len(positions)
+        device = pl_module.device
+        local = {c: torch.cat(v) if v else torch.zeros(0, device=device) for c, v in chunks.items()}
         if world == 1:
-            return local
-        rows = math.ceil(n_total / world)
+            order = torch.as_tensor(positions[0], dtype=torch.int64, device=device)
+            return {c: torch.empty_like(v).index_copy_(0, order, v) if v.numel() else v for c, v in local.items()}
+        rows = max(len(p) for p in positions)
+        codes = torch.tensor(
+            [_DTYPES.index(v.dtype) if chunks[c] else -1 for c, v in local.items()], dtype=torch.int64, device=device
+        )
+        codes = pl_module.all_gather(codes).reshape(world, -1).amax(dim=0).tolist()
+        flat_pos = torch.as_tensor([p for share in positions for p in share], dtype=torch.int64, device=device)
+        valid = torch.zeros(world, rows, dtype=torch.bool, device=device)
+        for r, share in enumerate(positions):
+            valid[r, : len(share)] = True
         out: dict[str, Tensor] = {}
-        for k in sorted(local):
-            v = local[k]
-            dtype = v.dtype
-            v = v.to(torch.float64) if dtype == torch.bool else v
-            pad = torch.zeros((rows - v.shape[0], *v.shape[1:]), dtype=v.dtype, device=v.device)
-            g = pl_module.all_gather(torch.cat([v, pad]))  # [W, rows, ...]
-            pos = torch.arange(n_total, device=g.device)
-            full = g[pos % world, pos // world]
-            out[k] = full.to(dtype) if dtype == torch.bool else full
+        for (c, v), code in zip(local.items(), codes, strict=True):
+            pad = torch.full((rows,), math.nan, dtype=torch.float64, device=device)
+            pad[: v.shape[0]] = v.to(torch.float64)
+            g = pl_module.all_gather(pad).reshape(world, rows)
+            full = torch.empty(n_total, dtype=torch.float64, device=device)
+            full[flat_pos] = g[valid]
+            out[c] = full.to(_DTYPES[code]) if code >= 0 else full
         return out

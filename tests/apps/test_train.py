@@ -13,6 +13,7 @@ import yaml
 
 from robustattr.apps.train import build_cli
 from robustattr.checkpoint import CheckpointError, load_classifier
+from robustattr.evaluation import Evaluator
 from robustattr.lightning import EvalSubsetCallback, RobustClassifier
 
 REPO = Path(__file__).resolve().parents[2]
@@ -81,19 +82,24 @@ def test_checkpoint_mismatch_and_missing(tmp_path: Path) -> None:
         load_classifier(tmp_path / "noconf.ckpt")
 
 
-class _SumCallback(EvalSubsetCallback):
+class _SumEvaluator(Evaluator):
     """Toy evaluation: per-sample pixel sum and the gradient norm of the label logit."""
 
-    prefix = "val_toy"
+    def columns(self, num_classes=None):  # type: ignore[no-untyped-def]
+        return ["pix", "gnorm", "idx"]
 
-    def evaluate(self, pl_module, x, y, index):  # type: ignore[no-untyped-def]
+    def evaluate(self, model, x, y, index):  # type: ignore[no-untyped-def]
         xr = x.clone().requires_grad_(True)
-        logit = pl_module(xr).gather(1, y[:, None]).sum()
+        logit = model(xr).gather(1, y[:, None]).sum()
         (g,) = torch.autograd.grad(logit, xr)
         return {"pix": x.flatten(1).sum(1), "gnorm": g.flatten(1).norm(dim=1), "idx": index.float()}
 
     def summarize(self, results):  # type: ignore[no-untyped-def]
-        return {"pix_mean": results["pix"].mean(), "gnorm_max": results["gnorm"].max()}
+        return {"pix_mean": float(results["pix"].mean()), "gnorm_max": float(results["gnorm"].max())}
+
+
+def _SumCallback(**kwargs):  # type: ignore[no-untyped-def]
+    return EvalSubsetCallback(_SumEvaluator(), prefix="val_toy", **kwargs)
 
 
 def _trainer(tmp_path: Path, cb: EvalSubsetCallback, inference_mode: bool) -> L.Trainer:

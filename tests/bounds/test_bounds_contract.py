@@ -11,12 +11,12 @@ from torch import nn
 
 from robustattr.attributions import Saliency
 from robustattr.bounds import (
-    evaluate_bounds,
     full_jacobian,
     smooth_model,
     top_singular,
     worst_case_bounds,
 )
+from robustattr.evaluation.bounds import evaluate_bounds
 from robustattr.models import SmoothMaxPool2d
 from tests.helpers import tiny_batch, tiny_cnn, vector_output_model
 

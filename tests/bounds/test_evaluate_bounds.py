@@ -15,7 +15,7 @@ from torch import nn
 import robustattr
 from robustattr.apps import bounds_report
 from robustattr.attributions import IntegratedGradients, Saliency
-from robustattr.bounds.protocol import evaluate_bounds
+from robustattr.evaluation.bounds import evaluate_bounds
 from tests.helpers import fit_on_digits
 
 

@@ -9,27 +9,31 @@ import pytest
 import torch
 
 from robustattr.attributions import sample_l2_ball
+from robustattr.evaluation import Evaluator
 from robustattr.lightning import EvalSubsetCallback, RobustClassifier
 from robustattr.utils import per_sample_noise
 
 
-class _NoisyGradCallback(EvalSubsetCallback):
+class _NoisyGrad(Evaluator):
     """Per-sample: gradient norm at a per-sample-seeded noisy point, and the dataset index."""
 
-    prefix = "val_toy"
+    seed = 3
 
-    def evaluate(self, pl_module, x, y, index):  # type: ignore[no-untyped-def]
+    def columns(self, num_classes=None):  # type: ignore[no-untyped-def]
+        return ["gnorm", "idx"]
+
+    def evaluate(self, model, x, y, index):  # type: ignore[no-untyped-def]
         eta = per_sample_noise(sample_l2_ball, index + self.seed, 1, tuple(x.shape[1:]), x.device, radius=0.3)[0]
         xr = (x + eta).requires_grad_(True)
-        (g,) = torch.autograd.grad(pl_module(xr).gather(1, y[:, None]).sum(), xr)
+        (g,) = torch.autograd.grad(model(xr).gather(1, y[:, None]).sum(), xr)
         return {"gnorm": g.flatten(1).norm(dim=1), "idx": index.to(torch.float64)}
 
     def summarize(self, results):  # type: ignore[no-untyped-def]
         return {
-            "gnorm_mean": results["gnorm"].mean(),
-            "gnorm_median": results["gnorm"].median(),
-            "n": torch.tensor(float(results["gnorm"].numel())),
-            "idx_sum": results["idx"].sum(),
+            "gnorm_mean": float(results["gnorm"].mean()),
+            "gnorm_median": float(results["gnorm"].median()),
+            "n": float(results["gnorm"].numel()),
+            "idx_sum": float(results["idx"].sum()),
         }
 
 
@@ -40,7 +44,7 @@ def _validate(tmp_path: Path, devices: int) -> dict[str, float]:
     torch.manual_seed(0)
     dm = DigitsDataModule(batch_size=32)
     model = RobustClassifier(SmallCNN(), mean=dm.mean, std=dm.std)
-    cb = _NoisyGradCallback(num_samples=25, batch_size=4, seed=3, progress=False)  # 25: odd, uneven shards
+    cb = EvalSubsetCallback(_NoisyGrad(), num_samples=25, batch_size=4, seed=3, progress=False, prefix="val_toy")  # 25: odd, uneven shards
     trainer = L.Trainer(
         accelerator="cpu", devices=devices, strategy="ddp_spawn" if devices > 1 else "auto",
         logger=False, enable_checkpointing=False, enable_progress_bar=False, inference_mode=False,

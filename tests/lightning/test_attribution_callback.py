@@ -12,8 +12,9 @@ import scipy.stats
 import torch
 import yaml
 
-from robustattr.attacks import TopKAttack
+from robustattr.attacks import RandomSignAttack, TopKAttack
 from robustattr.attributions import Saliency
+from robustattr.evaluation import AttributionAttackEvaluator
 from robustattr.lightning import (
     AttributionMapLogger,
     AttributionRobustnessCallback,
@@ -31,21 +32,13 @@ def _setup(batch_size: int = 3, num_samples: int = 6):  # type: ignore[no-untype
     torch.manual_seed(0)
     dm = DigitsDataModule(batch_size=32)
     model = RobustClassifier(SmallCNN(width=4, hidden=16), mean=dm.mean, std=dm.std)
-    # YAML-style specs: attacks as {name: {class_path, init_args}}, metrics as names or instances
+    # attacks as instances (YAML builds them through jsonargparse), metrics as names or instances
     attacks = {
-        "topk": {
-            "class_path": "robustattr.attacks.TopKAttack",
-            "init_args": {"attribution": {"class_path": "robustattr.attributions.Saliency"}, "eps": 0.3, "steps": 3, "step_size": 0.1, "k": 50},
-        },
-        "rand": {
-            "class_path": "robustattr.attacks.RandomSignAttack",
-            "init_args": {"attribution": {"class_path": "robustattr.attributions.Saliency"}, "eps": 0.3, "steps": 2, "k": 50},
-        },
+        "topk": TopKAttack(Saliency(), eps=0.3, steps=3, step_size=0.1, k=50),
+        "rand": RandomSignAttack(Saliency(), eps=0.3, steps=2, k=50),
     }
-    cb = AttributionRobustnessCallback(
-        attacks=attacks, metrics=["topk", "lens_topk", "spearman", KendallTau()], num_samples=num_samples,
-        batch_size=batch_size, seed=3, progress=False, map_images=2,
-    )
+    ev = AttributionAttackEvaluator(attacks=attacks, metrics=["topk", "lens_topk", "spearman", KendallTau()], seed=3)
+    cb = AttributionRobustnessCallback(ev, num_samples=num_samples, batch_size=batch_size, seed=3, progress=False, map_images=2)
     return dm, model, cb
 
 
@@ -73,7 +66,7 @@ def test_values_match_direct_computation(tmp_path: Path) -> None:
     net = model.model.eval()
     with torch.no_grad():
         y = net(x).argmax(1)  # explain="pred" (default): the predicted class is explained and kept
-    attack = cb.attacks["topk"]
+    attack = cb.evaluator.attacks["topk"]
     assert isinstance(attack, TopKAttack) and attack.steps == 3
     r = attack(net, x, y, sample_seeds=(idx + 3) * 1009 + 0)
     keep = ~r.skipped_misclassified
@@ -93,13 +86,13 @@ def test_values_match_direct_computation(tmp_path: Path) -> None:
 
 def test_invalid_arguments() -> None:
     with pytest.raises(ValueError, match="unknown metric"):
-        AttributionRobustnessCallback(metrics=["nope"])
+        AttributionRobustnessCallback(AttributionAttackEvaluator(metrics=["nope"]))
     with pytest.raises(ValueError, match="attacks"):
-        AttributionRobustnessCallback(attacks={})
+        AttributionRobustnessCallback(AttributionAttackEvaluator(attacks={}))
     with pytest.raises(ValueError, match="num_samples"):
         AttributionRobustnessCallback(num_samples=0)
     with pytest.raises(ValueError, match="explain"):
-        AttributionRobustnessCallback(explain="true")
+        AttributionRobustnessCallback(AttributionAttackEvaluator(explain="true"))
     with pytest.raises(ValueError, match="num_images"):
         AttributionMapLogger(-1)
 
@@ -122,7 +115,7 @@ def test_train_py_attr_eval_config_logs_to_offline_wandb(tmp_path: Path, monkeyp
     cb = cfg["trainer"]["callbacks"][0]
     assert cb["class_path"] == "robustattr.lightning.AttributionRobustnessCallback"
     cb["init_args"]["num_samples"] = 4
-    for atk in cb["init_args"]["attacks"].values():
+    for atk in cb["init_args"]["evaluator"]["attacks"].values():
         atk["init_args"]["steps"] = 2
     path = tmp_path / "attr_eval_small.yaml"
     path.write_text(yaml.safe_dump(cfg))

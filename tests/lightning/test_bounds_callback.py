@@ -10,6 +10,7 @@ import torch
 
 from robustattr.attributions import InputXGradient
 from robustattr.bounds import worst_case_bounds
+from robustattr.evaluation import BoundsEvaluator
 from robustattr.lightning import RobustClassifier, WorstCaseBoundCallback
 
 EPS = {"l2": 0.1, "linf": 0.01}
@@ -22,8 +23,10 @@ def _setup(norms: tuple[str, ...], full_jacobian_limit: int = 4096):  # type: ig
     torch.manual_seed(0)
     dm = DigitsDataModule(batch_size=32)
     model = RobustClassifier(SmallCNN(width=4, hidden=16), mean=dm.mean, std=dm.std)
-    cb = WorstCaseBoundCallback(num_samples=7, norms=norms, eps=EPS, attribution=InputXGradient(), batch_size=3, seed=5, progress=False,
-                                full_jacobian_limit=full_jacobian_limit)
+    # smooth_pool=False: the reference below is worst_case_bounds on the ReLU→softplus surrogate only
+    # (the default max-pool smoothing is compared with its own reference in tests/evaluation)
+    ev = BoundsEvaluator(InputXGradient(), norms=norms, eps=EPS, seed=5, full_jacobian_limit=full_jacobian_limit, smooth_pool=False)
+    cb = WorstCaseBoundCallback(ev, num_samples=7, batch_size=3, seed=5, progress=False)
     return dm, model, cb
 
 
@@ -62,13 +65,13 @@ def test_single_process_values_match_direct_bounds(tmp_path: Path) -> None:
 
 def test_invalid_arguments() -> None:
     with pytest.raises(ValueError, match="eps"):
-        WorstCaseBoundCallback(eps=0.0)
+        WorstCaseBoundCallback(BoundsEvaluator(eps=0.0))
     with pytest.raises(ValueError, match="norms"):
-        WorstCaseBoundCallback(norms=("l1",))
+        WorstCaseBoundCallback(BoundsEvaluator(norms=("l1",)))
     with pytest.raises(ValueError, match="eps"):
-        WorstCaseBoundCallback(norms=("l2", "linf"), eps={"l2": 0.1})
+        WorstCaseBoundCallback(BoundsEvaluator(norms=("l2", "linf"), eps={"l2": 0.1}))
     with pytest.raises(ValueError, match="iters"):
-        WorstCaseBoundCallback(iters=0)
+        WorstCaseBoundCallback(BoundsEvaluator(iters=0))
 
 
 @pytest.mark.slow

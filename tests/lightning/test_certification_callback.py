@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from robustattr.certify import UniformSmoothingCertifier
+from robustattr.evaluation import SmoothingEvaluator
 from robustattr.lightning import CertificationCallback, RobustClassifier
 
 EPS = [1e-4, 1e-3, 1e-2]
@@ -24,7 +25,8 @@ def _setup():  # type: ignore[no-untyped-def]
     torch.manual_seed(0)
     dm = DigitsDataModule(batch_size=32)
     model = RobustClassifier(SmallCNN(width=8, hidden=32), mean=dm.mean, std=dm.std)
-    cb = CertificationCallback(num_samples=6, radius=0.3, n_samples=40, eps_grid=EPS, taus=TAUS, batch_size=4, seed=3, progress=False)
+    ev = SmoothingEvaluator(radius=0.3, n_samples=40, eps_grid=EPS, taus=TAUS, seed=3)
+    cb = CertificationCallback(ev, num_samples=6, batch_size=4, seed=3, progress=False)
     return dm, model, cb
 
 
@@ -102,20 +104,21 @@ def test_inference_mode_is_refused(tmp_path: Path) -> None:
 
 def test_invalid_parameters() -> None:
     with pytest.raises(ValueError, match="radius"):
-        CertificationCallback(radius=0.0)
+        CertificationCallback(SmoothingEvaluator(radius=0.0))
     with pytest.raises(ValueError, match="taus"):
-        CertificationCallback(taus=[1.5])
+        CertificationCallback(SmoothingEvaluator(taus=[1.5]))
     with pytest.raises(ValueError, match="margin"):
-        CertificationCallback(margin="best")
+        CertificationCallback(SmoothingEvaluator(margin="best"))
     # the margin is passed through; "auto" resolves from N alone
-    assert CertificationCallback(n_samples=256).certifier.margin_method == "bernstein"
-    assert CertificationCallback(n_samples=64).certifier.margin_method == "hoeffding"
-    assert CertificationCallback(n_samples=256, margin="hoeffding").certifier.margin_method == "hoeffding"
+    assert CertificationCallback(SmoothingEvaluator(n_samples=256)).evaluator.certifier.margin_method == "bernstein"
+    assert CertificationCallback(SmoothingEvaluator(n_samples=64)).evaluator.certifier.margin_method == "hoeffding"
+    assert CertificationCallback(SmoothingEvaluator(n_samples=256, margin="hoeffding")).evaluator.certifier.margin_method == "hoeffding"
 
 
 def _validate(tmp_path: Path, devices: int) -> dict[str, float]:
     dm, model, _ = _setup()
-    cb = CertificationCallback(num_samples=5, radius=0.3, n_samples=300, eps_grid=EPS, taus=TAUS, batch_size=2, seed=3, progress=False)
+    ev = SmoothingEvaluator(radius=0.3, n_samples=300, eps_grid=EPS, taus=TAUS, seed=3)
+    cb = CertificationCallback(ev, num_samples=5, batch_size=2, seed=3, progress=False)
     trainer = L.Trainer(
         accelerator="cpu", devices=devices, strategy="ddp_spawn" if devices > 1 else "auto", logger=False,
         enable_checkpointing=False, enable_progress_bar=False, inference_mode=False, default_root_dir=tmp_path,
