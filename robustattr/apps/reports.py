@@ -89,20 +89,21 @@ def versions() -> dict[str, str]:
     return out
 
 
-def certified_quantile(values: np.ndarray, p: float) -> np.ndarray:
-    """Per column, the largest c such that at least a fraction ``p`` of the rows are certified ≥ c.
+def certified_quantile(values: np.ndarray, q: float) -> np.ndarray:
+    """Per column, the lower ``q``-quantile of certified values, not-certified samples ranked lowest.
 
-    ``values: [N, E]`` with NaN = not certified (treated as −∞). No interpolation: the result is
-    the ``ceil(p·N)``-th largest value of each column, NaN where that sample is not certified.
-    ``p = 0.5`` is the median; ``p = 0.75`` the lower and ``p = 0.25`` the upper edge of the
-    25–75 % band.
+    ``values: [N, E]`` with NaN = not certified (treated as −∞). No interpolation: the
+    ``ceil(q·N)``-th smallest value of each column (numpy's ``inverted_cdf``), NaN where that
+    sample is not certified. At least ``N − ceil(q·N) + 1`` samples are certified with at least
+    this value. ``q = 0.5`` is the lower median (the evaluators' ``cos_median``); ``q = 0.25``
+    and ``0.75`` are the edges of the 25–75 % band.
     """
     n = values.shape[0]
     if n == 0:
         return np.full(values.shape[1:], np.nan)
-    ordered = -np.sort(-np.where(np.isnan(values), -np.inf, values), axis=0)  # descending
-    q = ordered[max(math.ceil(p * n), 1) - 1]
-    return np.where(np.isfinite(q), q, np.nan)
+    ordered = np.sort(np.where(np.isnan(values), -np.inf, values), axis=0)
+    v = ordered[max(math.ceil(q * n), 1) - 1]
+    return np.where(np.isfinite(v), v, np.nan)
 
 
 def _jsonable(v: Any) -> Any:
@@ -263,7 +264,7 @@ class SmoothingReport(Report):
 
         fig = Figure(figsize=(6.4, 6.2))
         top, bottom = fig.subplots(2, 1, sharex=True, height_ratios=(2, 1))
-        med, lo, hi = (certified_quantile(c, p) for p in (0.5, 0.75, 0.25))
+        med, lo, hi = (certified_quantile(c, q) for q in (0.5, 0.25, 0.75))
         finite = c[np.isfinite(c)]
         ymin = float(min(finite.min(), 0.9)) if finite.size else 0.0
         ymin = max(-1.0, ymin - 0.05 * (1.0 - ymin))
@@ -329,7 +330,8 @@ class SmoothingReport(Report):
             col = np.nan_to_num(cos[:, j], nan=-np.inf)
             k_any = int(np.isfinite(cos[:, j]).sum())
             ge = ", ".join(f"≥ {t:g}: {int((col >= t).sum())}/{n}" for t in taus)
-            m = NOT_CERTIFIED if math.isnan(med[j]) else f"{med[j]:.4f}"
+            v = float(summary.get(f"cos_median@eps={e:g}", med[j]))  # the evaluator's median if it reports one
+            m = NOT_CERTIFIED if math.isnan(v) else f"{v:.4f}"
             out.append(f"  ε = {e:g}: certified {k_any}/{n} ({ge}); median certified cosine {m}")
         return out
 
