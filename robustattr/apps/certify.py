@@ -43,7 +43,7 @@ import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 
@@ -295,7 +295,7 @@ def build_parser(subs: Mapping[str, Subcommand] | None = None) -> Any:
                        help=f"run folder; rerun to resume (default: {DEFAULT_ROOT}/{name}/<checkpoint sha256[:12]>)")
         p.add_argument("--experiment", type=str | None, default=None,
                        help="experiment YAML (model + data) for a checkpoint that carries none; replaces the stored one")
-        p.add_argument("--split", type=str, default="val", choices=SPLITS, help="dataset split")
+        p.add_argument("--split", type=Literal["train", "val", "test"], default="val", help="dataset split")
         p.add_argument("--num_samples", type=int | None, default=100,
                        help="samples: the first N of a permutation seeded by --subset_seed, sorted (null: the whole split)")
         p.add_argument("--indices", type=str | None, default=None,

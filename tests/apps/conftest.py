@@ -13,13 +13,13 @@ CONFIG = REPO / "configs" / "digits_smallcnn.yaml"
 
 @pytest.fixture(scope="session")
 def digits_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A SmallCNN (width 8, hidden 32) trained for 3 batches on digits by train.py's CLI; its checkpoint."""
+    """A SmallCNN (width 8, hidden 32) trained for 15 batches on digits by train.py's CLI; its checkpoint."""
     from robustattr.apps.train import build_cli
 
     tmp = tmp_path_factory.mktemp("ckpt")
     cli = build_cli(
         [
-            "fit", "--config", str(CONFIG), "--trainer.max_epochs", "1", "--trainer.limit_train_batches", "3",
+            "fit", "--config", str(CONFIG), "--trainer.max_epochs", "1", "--trainer.limit_train_batches", "15",
             "--trainer.limit_val_batches", "1", "--model.backbone.init_args.width", "8",
             "--model.backbone.init_args.hidden", "32", "--trainer.logger", "lightning.pytorch.loggers.CSVLogger",
             "--trainer.logger.save_dir", str(tmp), "--trainer.enable_progress_bar", "false",
