@@ -24,7 +24,7 @@ from robustattr.apps.reports import NOT_CERTIFIED
 from robustattr.certify import UniformSmoothingCertifier
 from tests.apps.conftest import CONFIG, REPO
 
-SMOOTHING = ("--radius", "0.3", "--n_samples", "24", "--eps_grid", "[0.0001,0.001,0.01]", "--taus", "[0.5,0.9]", "--seed", "5")
+SMOOTHING = ("--radius", "0.3", "--n_samples", "20", "--eps_grid", "[0.0001,0.001,0.01]", "--taus", "[0.5,0.9]", "--seed", "5")
 BOUNDS = ("--eps", "0.05", "--iters", "10", "--attack_repeats", "1", "--attack_steps", "3")
 ATTACK_YAML = """\
 attacks:
@@ -71,14 +71,14 @@ def test_smoothing_report_files_and_values(digits_checkpoint: Path, tmp_path: Pa
     assert len(rows) == 6 and len({r["index"] for r in rows}) == 6
     assert "UNSOUND_paper_cos@eps=0.001" in rows[0]
     js = json.loads((out / "summary.json").read_text())
-    assert js["counts"]["selected"] == 6 and js["parameters"]["radius"] == 0.3 and js["parameters"]["n_samples"] == 24
+    assert js["counts"]["selected"] == 6 and js["parameters"]["radius"] == 0.3 and js["parameters"]["n_samples"] == 20
     assert set(js["summary"]) == set(res["summary"])
     # recompute two rows directly with the certifier on the loaded model (one sample at a time, other rows per forward)
     from robustattr.checkpoint import load_classifier
 
     module, dm = load_classifier(digits_checkpoint)
     ds = dm.split("val")
-    cert = UniformSmoothingCertifier(radius=0.3, n_samples=24, eps_grid=[1e-4, 1e-3, 1e-2], taus=[0.5, 0.9], seed=5, batch_size=11)
+    cert = UniformSmoothingCertifier(radius=0.3, n_samples=20, eps_grid=[1e-4, 1e-3, 1e-2], taus=[0.5, 0.9], seed=5, batch_size=11)
     for r in rows[:2]:
         i = int(r["index"])
         x, label = ds[i]
@@ -88,7 +88,7 @@ def test_smoothing_report_files_and_values(digits_checkpoint: Path, tmp_path: Pa
         for j, e in enumerate(["0.0001", "0.001", "0.01"]):
             v = float(c.cos_lower[0, j])
             assert r[f"cos@eps={e}"] == NOT_CERTIFIED if math.isnan(v) else float(r[f"cos@eps={e}"]) == pytest.approx(v, rel=1e-6)
-    # N = 24 gives t > 1: nothing is certified, and the report says so in words, never a number
+    # N = 20 gives t > 1 = M: nothing is certified, and the report says so in words, never a number
     assert all(r["cos@eps=0.001"] == NOT_CERTIFIED for r in rows)
     assert js["summary"]["cos_median@eps=0.001"] == NOT_CERTIFIED
     assert "median certified cosine not certified" in printed.out and "certified 0/6" in printed.out
