@@ -25,12 +25,12 @@ from robustattr.certify import UniformSmoothingCertifier
 from tests.apps.conftest import CONFIG, REPO
 
 SMOOTHING = ("--radius", "0.3", "--n_samples", "20", "--eps_grid", "[0.0001,0.001,0.01]", "--taus", "[0.5,0.9]", "--seed", "5")
-BOUNDS = ("--eps", "0.05", "--iters", "10", "--attack_repeats", "1", "--attack_steps", "3")
+BOUNDS = ("--eps", "0.05", "--iters", "5", "--attack_repeats", "1", "--attack_steps", "2")
 ATTACK_YAML = """\
 attacks:
   topk:
     class_path: robustattr.attacks.TopKAttack
-    init_args: {attribution: {class_path: robustattr.attributions.Saliency}, eps: 0.3, steps: 5, step_size: 0.05, k: 50}
+    init_args: {attribution: {class_path: robustattr.attributions.Saliency}, eps: 0.3, steps: 3, step_size: 0.1, k: 50}
 metrics: [topk, lens_topk, spearman, cosine]
 """
 SETTINGS = {"smoothing": SMOOTHING + ("--n_samples", "400"), "bounds": BOUNDS, "attack": ()}
@@ -146,6 +146,7 @@ def test_sigkill_then_resume_equals_an_uninterrupted_run(
 def test_changed_parameter_is_refused_naming_it(digits_checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "rep"
     cli(_args("smoothing", digits_checkpoint, out, 2, *SMOOTHING))
+    capsys.readouterr()
     with pytest.raises(SystemExit) as exc:
         main([*_args("smoothing", digits_checkpoint, out, 2, *SMOOTHING), "--radius", "0.5"])
     err = capsys.readouterr().err
