@@ -183,8 +183,9 @@ def run(
         checkpoint: a ``train.py`` checkpoint (loaded with ``weights_only=True``).
         output: the run's folder; ``None``: :func:`default_output`.
         evaluator: any :class:`~robustattr.evaluation.Evaluator`.
-        experiment: experiment YAML for a checkpoint that carries no config (else ignored
-            only if ``None``: when given it replaces the checkpoint's config).
+        experiment: experiment YAML (``model:`` and ``data:``) that rebuilds the network and
+            the data; needed for a checkpoint that carries no config, and when given it
+            replaces the checkpoint's own (its sha256 is part of the run's identity).
         split: ``train``, ``val`` or ``test``.
         num_samples: samples drawn by :func:`select_indices` (ignored when ``indices`` is given).
         indices: explicit dataset indices of the split.
