@@ -134,6 +134,8 @@ def select_indices(n_total: int, num_samples: int | None, indices: Sequence[int]
     first of ``torch.randperm(n_total)`` under ``manual_seed(seed)``, sorted, so a larger
     ``num_samples`` selects a superset of a smaller one.
     """
+    if n_total < 1:
+        raise ValueError("the split is empty: nothing to evaluate")
     if indices is not None:
         idx = [int(i) for i in indices]
         if not idx:
@@ -229,7 +231,7 @@ def run(
         "device_type": dev.type,
         "evaluator": evaluator.params(),
     }
-    out = Path(output) if output is not None else default_output(subcommand, sha)
+    out = Path(output).expanduser() if output is not None else default_output(subcommand, sha)
     model = module.model
     columns = evaluator.columns(num_classes=getattr(dm, "num_classes", None))
     prog = _prog()

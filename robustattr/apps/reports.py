@@ -355,7 +355,9 @@ class BoundsReport(Report):
     def _attack(results: Mapping[str, Tensor], p: str, name: str) -> Tensor | None:
         return results.get(p + name, results.get(name))
 
-    def _per_norm(self, results: Mapping[str, Tensor]) -> list[tuple[str, dict[str, np.ndarray]]]:
+    def _per_norm(self, info: RunInfo, results: Mapping[str, Tensor]) -> list[tuple[str, dict[str, np.ndarray]]]:
+        norms = info.identity.get("evaluator", {}).get("norms")
+        single = str(norms[0]) if isinstance(norms, list) and len(norms) == 1 else "T_e"
         out = []
         for p in _prefixes(results, "T_e"):
             dist, skipped = self._attack(results, p, "dist_max"), self._attack(results, p, "skipped")
@@ -365,13 +367,13 @@ class BoundsReport(Report):
             if dist is not None:
                 d["dist_max"] = _np(dist)
                 d["attacked"] = ~skipped.bool().numpy() if skipped is not None else np.ones(len(dist), bool)
-            out.append((p.rstrip("/") or "l2", d))
+            out.append((p.rstrip("/") or single, d))
         return out
 
     def figures(self, info: RunInfo, results: Mapping[str, Tensor]) -> dict[str, Any]:
         from matplotlib.figure import Figure
 
-        norms = self._per_norm(results)
+        norms = self._per_norm(info, results)
         fig = Figure(figsize=(6.4, 6.2))
         a, b = fig.subplots(2, 1)
         any_attack = False
@@ -405,7 +407,7 @@ class BoundsReport(Report):
     def lines(self, info: RunInfo, results: Mapping[str, Tensor], summary: Mapping[str, float]) -> list[str]:
         n = len(info.selection)
         out = [f"bounds: {n} samples evaluated"]
-        for norm, d in self._per_norm(results):
+        for norm, d in self._per_norm(info, results):
             line = f"  {norm}: median T_e {np.nanmedian(d['T_e']):.4g}"
             if "T_e_prime" in d:
                 line += f", median T'_e {np.nanmedian(d['T_e_prime']):.4g}"

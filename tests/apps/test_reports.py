@@ -128,8 +128,11 @@ def test_bounds_report(tmp_path: Path) -> None:
     res = {"xi_max": te * 10, "g_norm": te, "T_e": te, "T_e_prime": te * 1.2, "c": te, "T_c_deg": te, "vacuous": torch.zeros(n, dtype=torch.bool),
            "dist_mean": te * 0.5, "dist_max": torch.tensor([0.5, 1.1, 1.3, 0.9, 9.0, 0.2], dtype=torch.float64),
            "skipped": torch.tensor([False, False, False, False, True, False])}
-    files, lines = write_reports(_info(tmp_path, "bounds", n), res, {"n": 5.0, "n_skipped": 1.0})
+    info = _info(tmp_path, "bounds", n)
+    info.identity["evaluator"]["norms"] = ["linf"]  # one norm: no column prefix, named from the parameters
+    files, lines = write_reports(info, res, {"n": 5.0, "n_skipped": 1.0})
     text = "\n".join(lines)
+    assert "  linf: median T_e 1, median T'_e 1.2" in text
     assert "attacked 5/6; skipped 1 (misclassified" in text
     assert "outside T_e: 2/5" in text and "outside T'_e: 1/5" in text  # 9.0 is skipped: not counted
     assert f"largest relative excess over T'_e {1.3 / 1.2 - 1:.3g}" in text
