@@ -177,8 +177,11 @@ def run(
     """Evaluate samples of a split with ``evaluator`` into a run store and write the reports.
 
     Resumable: samples with a row in ``output`` are skipped; every other sample is evaluated
-    in batches of ``batch_size`` and its row is fsynced when its batch is done. Results do not
-    depend on ``batch_size`` (per-sample random streams seeded from the dataset index).
+    in batches of ``batch_size`` and its row is fsynced when its batch is done. Per-sample
+    random streams are seeded from the dataset index, so results do not depend on how samples
+    are batched up to the rounding of batched float32 kernels (measured: 1e-8 on a logit);
+    rows are stored per finished batch, so a resumed run repeats the batches of an
+    uninterrupted one and its rows are bitwise equal.
 
     Args:
         subcommand: names the run and its report (``smoothing``, ``bounds``, ``attack``, …).

@@ -39,7 +39,7 @@ def main(argv: list[str] | None = None) -> dict[str, str]:
         target = default_output("smoothing", sha256_file(ckpt), root=out / "certify")
         report = run("smoothing", ckpt, target, SmoothingEvaluator(n_samples=1000), num_samples=32)
         paths["certify_output"] = str(report["output"])
-        paths.update({f"certify_{k}": str(v) for k, v in report["files"].items()})
+        paths["certify_summary"] = str(report["files"]["summary"])
     print("\n=== robustattr demo finished ===")
     if val_acc is not None:
         print(f"validation accuracy: {float(val_acc):.3f}")

@@ -173,7 +173,7 @@ class Report:
             and (not isinstance(v, list) or len(v) <= 4)
         }
         body = ", ".join(f"{k}={json.dumps(v) if isinstance(v, list) else v}" for k, v in keep.items())
-        return "\n".join([head, *textwrap.wrap(body, 110)])
+        return "\n".join([head, *textwrap.wrap(body, 90)])
 
     def figures(self, info: RunInfo, results: Mapping[str, Tensor]) -> dict[str, Any]:
         """Matplotlib figures ``{file name: Figure}`` (none by default)."""
@@ -266,7 +266,8 @@ class SmoothingReport(Report):
         top, bottom = fig.subplots(2, 1, sharex=True, height_ratios=(2, 1))
         med, lo, hi = (certified_quantile(c, q) for q in (0.5, 0.25, 0.75))
         finite = c[np.isfinite(c)]
-        ymin = float(min(finite.min(), 0.9)) if finite.size else 0.0
+        drawn = np.concatenate([v[np.isfinite(v)] for v in (lo, med, hi)])  # the y range of what is drawn
+        ymin = float(min(drawn.min(), 0.9)) if drawn.size else 0.0
         ymin = max(-1.0, ymin - 0.05 * (1.0 - ymin))
         top.set_ylim(ymin, 1.0 + 0.02 * (1.0 - ymin))
         band = np.isfinite(hi) & np.isfinite(lo)
@@ -276,6 +277,8 @@ class SmoothingReport(Report):
             top.fill_between(e, ymin, hi, where=open_low, facecolor="none",
                              edgecolor="C0", hatch="///", linewidth=0,
                              label="> 25 % not certified (band open below)")
+        for label, v in (("25 % and 75 % quantiles", lo), ("_nolegend_", hi)):  # visible also without a band
+            top.plot(e, v, "_", color="C0", markersize=12, label=label)
         top.plot(e, med, "o-", color="C0", label="median sample")
         nc = ~np.isfinite(med)
         if nc.any():
