@@ -1,6 +1,6 @@
-"""Certify a checkpoint: ``python certify.py --checkpoint outputs/…/last.ckpt --output outputs/certify``.
+"""Evaluate a checkpoint: ``python certify.py {smoothing|bounds|attack} --checkpoint C [--output O] …``.
 
-See README.md, section "Certified attribution robustness" (``--help`` lists every option).
+See README.md, section "certify.py / robustattr-certify" (``certify.py <subcommand> --help`` lists every option).
 """
 
 from robustattr.apps.certify import main

@@ -1,368 +1,387 @@
-"""``certify.py`` / ``robustattr-certify``: certify a checkpoint by uniform ℓ2 smoothing and write a report.
+"""``certify.py`` / ``robustattr-certify``: evaluate a checkpoint with one evaluator, resumably.
 
-Outputs in ``--output``:
+Synopsis::
 
-- ``certify.tsv``: one row per sample, written and flushed (fsync) as soon as its batch is
-  certified: ``idx, label, prediction, h_norm, h_norm_lower, cos@eps=…, eps_max@tau=…,
-  seconds`` ("not certified" where nothing is certified). With ``--bound paper`` also
-  ``UNSOUND_paper_cos@eps=…`` columns (not a certificate).
-- ``certify_config.json``: the parameters, including ``margin`` (the lower bound on ‖h‖
-  used: ``bernstein`` or ``hoeffding``; ``--margin auto`` picks Bernstein for N ≥ 100); a
-  re-run with the same folder resumes (samples already in the TSV are skipped, a torn last
-  line is dropped) and refuses other parameters.
-- ``summary.json``: medians/quantiles of the certified cosine per ε, fraction certified ≥ τ,
-  median ε_max per τ, seconds per sample.
-- ``cos_vs_eps.png`` (median and 25–75 % band) and ``frac_certified_vs_eps.png``.
+    certify.py {smoothing|bounds|attack} --checkpoint C [--output O] [--experiment exp.yaml]
+        [--split val] [--num_samples 100 | --indices 3,17,42] [--subset_seed 0] [--batch_size B]
+        [--device cpu] [--progress | --no_progress] [--debug] [--config opts.yaml] [--print_config]
+        <the evaluator's own options, e.g. --radius 0.5 --n_samples 1000
+         --attribution IntegratedGradients --attribution.steps 32>
 
-``--mode bounds`` dispatches to ``robustattr.apps.bounds_report.main`` (worst-case bounds).
+Subcommands and their evaluators (the same classes, option names and YAML keys as the
+validation callbacks):
+
+- ``smoothing``: sound certificates by uniform ℓ2 smoothing
+  (:class:`~robustattr.evaluation.smoothing.SmoothingEvaluator`; F. Wang & A. W.-K. Kong,
+  arXiv:2405.06361, 2024).
+- ``bounds``: first-order worst-case attribution deviation bounds validated by attacks
+  (:class:`~robustattr.evaluation.bounds.BoundsEvaluator`; F. Wang & A. W.-K. Kong, CVPR 2023,
+  arXiv:2303.00340); ``--attack_repeats`` defaults to 5 here (0 in the callback).
+- ``attack``: attribution attacks and metrics
+  (:class:`~robustattr.evaluation.attribution_attack.AttributionAttackEvaluator`).
+
+``--config`` reads options of this command from YAML (what ``--print_config`` writes);
+``--experiment`` is the experiment YAML that rebuilds the model and data when the checkpoint
+carries none. Samples: ``--indices`` (dataset indices of the split) if given, else the first
+``--num_samples`` of a permutation seeded by ``--subset_seed``, sorted (a larger
+``--num_samples`` extends a smaller one). The output defaults to
+``outputs/certify/<subcommand>/<first 12 hex digits of the checkpoint's sha256>``.
+
+Everything is written through the run store (:mod:`robustattr.apps.store`): rerunning the same
+command resumes; another checkpoint or another result-changing option in the same output is
+refused; reports are regenerated from the rows at the end (:mod:`robustattr.apps.reports`).
+Errors print one line ``certify.py: error: …`` and exit with status 2 (``--debug`` or
+``ROBUSTATTR_DEBUG=1`` shows the traceback).
 """
 
 from __future__ import annotations
 
-import argparse
-import json
-import math
+import inspect
 import os
+import re
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, Literal
 
-import numpy as np
 import torch
 
-from robustattr.certify.smoothing import (
-    DEFAULT_EPS_GRID,
-    DEFAULT_TAUS,
-    UNSOUND_LABEL,
-    UniformSmoothingCertifier,
+from robustattr.apps.reports import RunInfo, write_reports
+from robustattr.apps.store import RunStore, sha256_file
+from robustattr.evaluation.base import Evaluator
+
+__all__ = [
+    "DEFAULT_ROOT",
+    "SPLITS",
+    "Subcommand",
+    "build_parser",
+    "cli",
+    "default_output",
+    "main",
+    "parse_indices",
+    "run",
+    "select_indices",
+    "subcommands",
+]
+
+SPLITS = ("train", "val", "test")
+#: parent of the default output folders ``<DEFAULT_ROOT>/<subcommand>/<sha256[:12]>``
+DEFAULT_ROOT = Path("outputs") / "certify"
+#: options every subcommand has (an evaluator parameter must not reuse one of these names)
+COMMON_OPTIONS = (
+    "config", "checkpoint", "output", "experiment", "split", "num_samples", "indices", "subset_seed",
+    "batch_size", "device", "progress", "debug",
 )
 
-NOT_CERTIFIED = "not certified"
-TSV = "certify.tsv"
-CONFIG_JSON = "certify_config.json"
-SUMMARY_JSON = "summary.json"
-ATTRIBUTIONS = ("saliency", "input_x_gradient", "ig")
+
+@dataclass(frozen=True)
+class Subcommand:
+    """A subcommand: its evaluator class, help and the defaults that differ from the class's.
+
+    Attributes:
+        evaluator: an :class:`~robustattr.evaluation.Evaluator` subclass; its ``__init__``
+            parameters become the subcommand's options.
+        help: one line for ``--help``.
+        defaults: option defaults for this command (common options such as ``batch_size`` or
+            evaluator parameters such as ``attack_repeats``).
+    """
+
+    evaluator: type[Evaluator]
+    help: str
+    defaults: Mapping[str, Any] = field(default_factory=dict)
 
 
-def _attribution(name: str, ig_steps: int = 32):  # type: ignore[no-untyped-def]
-    from robustattr.attributions import InputXGradient, IntegratedGradients, Saliency
+def subcommands() -> dict[str, Subcommand]:
+    """The subcommands of ``certify.py`` and their evaluators."""
+    from robustattr.evaluation.attribution_attack import AttributionAttackEvaluator
+    from robustattr.evaluation.bounds import BoundsEvaluator
+    from robustattr.evaluation.smoothing import SmoothingEvaluator
 
-    if name == "saliency":
-        return Saliency()
-    if name == "input_x_gradient":
-        return InputXGradient()
-    if name == "ig":
-        return IntegratedGradients(steps=ig_steps)
-    raise ValueError(f"attribution must be one of {ATTRIBUTIONS}, got {name!r}")
-
-
-def _fmt(v: float) -> str:
-    return NOT_CERTIFIED if math.isnan(v) else f"{v:.10g}"
-
-
-def _parse(v: str) -> float:
-    return float("nan") if v == NOT_CERTIFIED else float(v)
-
-
-def tsv_header(eps: Sequence[float], taus: Sequence[float], paper: bool) -> list[str]:
-    """Columns of ``certify.tsv``."""
-    cols = ["idx", "label", "prediction", "h_norm", "h_norm_lower"]
-    cols += [f"cos@eps={e:g}" for e in eps]
-    cols += [f"eps_max@tau={t:g}" for t in taus]
-    if paper:
-        cols += [f"{UNSOUND_LABEL}_cos@eps={e:g}" for e in eps]
-    return cols + ["seconds"]
-
-
-def _read_done(path: Path, header: list[str]) -> dict[int, list[str]]:
-    """Complete rows already in the TSV (idx → fields); truncates a torn last line."""
-    if not path.exists():
-        return {}
-    data = path.read_bytes()
-    if data and not data.endswith(b"\n"):
-        data = data[: data.rfind(b"\n") + 1]
-        with open(path, "r+b") as f:
-            f.truncate(len(data))
-    lines = data.decode().splitlines()
-    if not lines:
-        return {}
-    if lines[0].split("\t") != header:
-        raise SystemExit(f"{path} has different columns than this run (was it made with other --eps/--taus/--bound?); use a new --output")
-    rows: dict[int, list[str]] = {}
-    for ln in lines[1:]:
-        fields = ln.split("\t")
-        if len(fields) == len(header):
-            rows[int(fields[0])] = fields
-    return rows
-
-
-def _summary(rows: list[list[str]], header: list[str], eps: list[float], taus: list[float], params: dict) -> dict:
-    col = {c: i for i, c in enumerate(header)}
-    cos = np.array([[_parse(r[col[f"cos@eps={e:g}"]]) for e in eps] for r in rows], dtype=np.float64).reshape(len(rows), len(eps))
-    em = np.array([[_parse(r[col[f"eps_max@tau={t:g}"]]) for t in taus] for r in rows], dtype=np.float64).reshape(len(rows), len(taus))
-    trivial = np.nan_to_num(cos, nan=-1.0)  # not certified: only cos ≥ −1 holds
-    q = [10, 25, 50, 75, 90]
-    out: dict = {
-        "params": params,
-        "num_samples": len(rows),
-        "sound": True,
-        "note": "certified cosine lower bounds hold with probability >= 1-alpha per sample; "
-        "'not certified' samples count as the trivial bound -1 in quantiles",
-        "accuracy": float(np.mean([int(r[col["label"]]) == int(r[col["prediction"]]) for r in rows])) if rows else None,
-        "median_h_norm": float(np.median([float(r[col["h_norm"]]) for r in rows])) if rows else None,
-        "seconds_per_sample": float(np.mean([float(r[col["seconds"]]) for r in rows])) if rows else None,
-        "per_eps": [],
-        "per_tau": [],
+    return {
+        "smoothing": Subcommand(
+            SmoothingEvaluator, "sound certificates of the attribution's cosine by uniform l2 smoothing",
+            {"batch_size": 8},
+        ),
+        "bounds": Subcommand(
+            BoundsEvaluator, "first-order worst-case attribution deviation bounds, validated by attacks",
+            {"batch_size": 16, "attack_repeats": 5},
+        ),
+        "attack": Subcommand(
+            AttributionAttackEvaluator, "attribution attacks and robustness metrics (top-k, LENS, Kendall, ...)",
+            {"batch_size": 16},
+        ),
     }
-    for j, e in enumerate(eps):
-        entry = {"eps": e, "frac_certified_any": float(np.mean(~np.isnan(cos[:, j]))) if rows else None}
-        for qq in q:
-            v = float(np.percentile(trivial[:, j], qq)) if rows else float("nan")
-            entry[f"cos_q{qq}"] = v if v > -1.0 else NOT_CERTIFIED
-        for t in taus:
-            entry[f"frac_cos_ge_{t:g}"] = float(np.mean(trivial[:, j] >= t)) if rows else None
-        out["per_eps"].append(entry)
-    for k, t in enumerate(taus):
-        med = float(np.median(np.nan_to_num(em[:, k], nan=0.0))) if rows else float("nan")
-        out["per_tau"].append({"tau": t, "eps_max_median": med if med > 0 else NOT_CERTIFIED, "frac_certified": float(np.mean(~np.isnan(em[:, k]))) if rows else None})
-    out["_arrays"] = (cos, trivial)
-    return out
 
 
-def _save_eps_plot(fig, ax, ylim: tuple[float, float], ylabel: str, title: str, path: Path) -> Path:  # type: ignore[no-untyped-def]
-    """Shared styling of the two certification plots (log-ε x-axis); saves ``path`` and closes the figure."""
-    import matplotlib.pyplot as plt
-
-    ax.set_xscale("log")
-    ax.set_ylim(*ylim)
-    ax.set_xlabel("ε (ℓ2, pixel units)")
-    ax.set_ylabel(ylabel)
-    ax.set_title(title, fontsize=9)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+def default_output(subcommand: str, checkpoint_sha256: str, root: str | Path = DEFAULT_ROOT) -> Path:
+    """``<root>/<subcommand>/<sha256[:12]>``: one default folder per checkpoint and subcommand."""
+    return Path(root) / subcommand / checkpoint_sha256[:12]
 
 
-def _plots(output: Path, eps: list[float], taus: list[float], trivial: np.ndarray, title: str) -> dict[str, Path]:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    e = np.asarray(eps, dtype=np.float64)
-    pos = e > 0
-    files: dict[str, Path] = {}
-    fig, ax = plt.subplots(figsize=(5.5, 4))
-    if trivial.shape[0]:
-        lo, med, hi = (np.percentile(trivial, p, axis=0) for p in (25, 50, 75))
-        ax.fill_between(e[pos], lo[pos], hi[pos], alpha=0.3, label="25–75 % of samples")
-        ax.plot(e[pos], med[pos], "o-", label="median")
-    files["cos_plot"] = _save_eps_plot(
-        fig, ax, (-1.02, 1.02), "certified cos(h(x), h(x+δ)) (−1: not certified)", title, output / "cos_vs_eps.png"
-    )
-    fig, ax = plt.subplots(figsize=(5.5, 4))
-    for t in taus:
-        frac = (trivial >= t).mean(axis=0) if trivial.shape[0] else np.zeros_like(e)
-        ax.plot(e[pos], frac[pos], "o-", label=f"τ = {t:g}")
-    files["frac_plot"] = _save_eps_plot(
-        fig, ax, (-0.02, 1.02), "fraction with certified cos ≥ τ", title, output / "frac_certified_vs_eps.png"
-    )
-    return files
+def parse_indices(text: str) -> list[int]:
+    """``"3,17,42"`` → ``[3, 17, 42]``; ``ValueError`` for an empty or malformed list."""
+    parts = [p.strip() for p in str(text).split(",")]
+    if not parts or any(not re.fullmatch(r"-?\d+", p) for p in parts):
+        raise ValueError(f"--indices: expected comma-separated integers, got {text!r}")
+    return [int(p) for p in parts]
 
 
-def select_indices(n_total: int, num_samples: int | None, indices: Sequence[int] | None, seed: int) -> list[int]:
-    """Explicit ``indices`` (validated), else ``num_samples`` from a seeded permutation (sorted)."""
+def select_indices(n_total: int, num_samples: int | None, indices: Sequence[int] | None, seed: int = 0) -> list[int]:
+    """The samples of a run: ``indices`` if given (checked), else a seeded permutation prefix.
+
+    ``num_samples`` (≥ 1; ``None`` or more than ``n_total``: the whole split) samples are the
+    first of ``torch.randperm(n_total)`` under ``manual_seed(seed)``, sorted, so a larger
+    ``num_samples`` selects a superset of a smaller one.
+    """
+    if n_total < 1:
+        raise ValueError("the split is empty: nothing to evaluate")
     if indices is not None:
-        bad = [i for i in indices if not 0 <= i < n_total]
+        idx = [int(i) for i in indices]
+        if not idx:
+            raise ValueError("indices must not be empty")
+        bad = [i for i in idx if not 0 <= i < n_total]
         if bad:
-            raise ValueError(f"indices out of range [0, {n_total}): {bad[:5]}")
-        if len(set(indices)) != len(indices):
+            raise ValueError(f"indices out of range [0, {n_total}) of the split: {bad[:5]}")
+        if len(set(idx)) != len(idx):
             raise ValueError("indices contain duplicates")
-        return list(indices)
-    n = n_total if num_samples is None else min(num_samples, n_total)
-    if n < 1:
+        return idx
+    if num_samples is not None and num_samples < 1:
         raise ValueError(f"num_samples must be >= 1, got {num_samples}")
+    n = n_total if num_samples is None else min(num_samples, n_total)
     g = torch.Generator().manual_seed(seed)
     return sorted(torch.randperm(n_total, generator=g)[:n].tolist())
 
 
-def certify_checkpoint(
+def _say(text: str, quiet: bool, err: bool = False) -> None:
+    if not quiet:
+        print(text, file=sys.stderr if err else sys.stdout, flush=True)
+
+
+def run(
+    subcommand: str,
     checkpoint: str | Path,
-    output: str | Path,
-    config: str | Path | None = None,
+    output: str | Path | None,
+    evaluator: Evaluator,
+    *,
+    experiment: str | Path | None = None,
     split: str = "val",
     num_samples: int | None = 100,
     indices: Sequence[int] | None = None,
-    radius: float = 0.25,
-    n_samples: int = 1000,
-    alpha: float = 1e-3,
-    eps_grid: Sequence[float] = DEFAULT_EPS_GRID,
-    taus: Sequence[float] = DEFAULT_TAUS,
-    attribution: str = "saliency",
-    bound_M: float = 1.0,
-    bounding: str = "normalize",
-    bound: str = "sound",
+    subset_seed: int = 0,
     batch_size: int = 8,
-    rows_per_forward: int = 1024,
-    seed: int = 0,
     device: str = "cpu",
     progress: bool = True,
-    margin: str = "auto",
-) -> dict:
-    """Certify samples of a dataset split with a ``train.py`` checkpoint; write TSV, JSON and PNGs.
+    quiet: bool = False,
+) -> dict[str, Any]:
+    """Evaluate samples of a split with ``evaluator`` into a run store and write the reports.
 
-    Resumable: with an existing ``output`` holding the same parameters, only samples not
-    yet in ``certify.tsv`` are certified (per-sample noise is seeded ``seed + idx``, so a
-    resumed run equals an uninterrupted one). The class explained is the prediction.
+    Resumable: samples with a row in ``output`` are skipped; every other sample is evaluated
+    in batches of ``batch_size`` and its row is fsynced when its batch is done. Per-sample
+    random streams are seeded from the dataset index, so results do not depend on how samples
+    are batched up to the rounding of batched float32 kernels (measured: 1e-8 on a logit);
+    rows are stored per finished batch, so a resumed run repeats the batches of an
+    uninterrupted one and its rows are bitwise equal.
+
+    Args:
+        subcommand: names the run and its report (``smoothing``, ``bounds``, ``attack``, …).
+        checkpoint: a ``train.py`` checkpoint (loaded with ``weights_only=True``).
+        output: the run's folder; ``None``: :func:`default_output`.
+        evaluator: any :class:`~robustattr.evaluation.Evaluator`.
+        experiment: experiment YAML (``model:`` and ``data:``) that rebuilds the network and
+            the data; needed for a checkpoint that carries no config, and when given it
+            replaces the checkpoint's own (its sha256 is part of the run's identity).
+        split: ``train``, ``val`` or ``test``.
+        num_samples: samples drawn by :func:`select_indices` (ignored when ``indices`` is given).
+        indices: explicit dataset indices of the split.
+        subset_seed: seed of the sample permutation.
+        batch_size: samples per call of ``evaluator.evaluate``.
+        device: torch device (checked: an unavailable device is an error).
+        progress: show a progress bar counting samples.
+        quiet: print nothing (no warnings, no summary).
 
     Returns:
-        The summary dict (also written to ``summary.json``) with ``files``: paths of the
-        TSV, JSON and PNG outputs.
+        ``{"output", "files", "summary", "counts", "lines"}``: the run folder, the report
+        files, the evaluator's summary, sample counts and the printed summary lines.
+
+    Raises:
+        ValueError: invalid options, another run in ``output``, a locked output.
+        FileNotFoundError: missing checkpoint, experiment file or dataset.
+        robustattr.checkpoint.CheckpointError: unreadable or mismatching checkpoint.
     """
     from tqdm.auto import tqdm
 
-    from robustattr.checkpoint import load_classifier
+    from robustattr.checkpoint import check_device, load_classifier
 
-    certifier = UniformSmoothingCertifier(
-        attribution=_attribution(attribution), radius=radius, n_samples=n_samples, alpha=alpha, bound_M=bound_M,
-        bounding=bounding, eps_grid=list(eps_grid), taus=list(taus), batch_size=rows_per_forward, seed=seed, bound=bound,
-        margin=margin,
-    )
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    if split not in ("train", "val", "test"):
-        raise ValueError(f"split must be train, val or test, got {split!r}")
-    module, dm = load_classifier(checkpoint, config, map_location=device)
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {', '.join(SPLITS)}, got {split!r}")
+    if indices is None and num_samples is not None and num_samples < 1:
+        raise ValueError(f"num_samples must be >= 1, got {num_samples}")
+    dev = check_device(device)
+    module, dm = load_classifier(checkpoint, experiment, map_location=dev)
     if dm is None:
-        raise SystemExit("the checkpoint has no data configuration: pass --config <experiment.yaml>")
-    dataset = dm.split(split)  # sets up the stage the split belongs to
-    model = getattr(module, "model", module).eval()
-    output = Path(output)
-    output.mkdir(parents=True, exist_ok=True)
-    eps_l = [float(e) for e in certifier.eps_grid]
-    taus_l = [float(t) for t in certifier.taus]
-    idx_list = select_indices(len(dataset), num_samples, indices, seed)
-    params = {
-        "checkpoint": str(checkpoint), "split": split, "radius": radius, "n_samples": n_samples, "alpha": alpha,
-        "eps_grid": eps_l, "taus": taus_l, "attribution": attribution, "bound_M": bound_M, "bounding": bounding,
-        "bound": bound, "seed": seed, "indices": idx_list, "margin": certifier.margin_method,
-        "margin_t": certifier.hoeffding_margin if certifier.margin_method == "hoeffding" else None,
+        raise ValueError(f"{checkpoint} has no data configuration: pass --experiment <experiment.yaml>")
+    dataset = dm.split(split)
+    selection = select_indices(len(dataset), num_samples, indices, subset_seed)
+    sha = sha256_file(checkpoint)
+    identity = {
+        "checkpoint_sha256": sha,
+        "subcommand": subcommand,
+        "split": split,
+        "experiment_sha256": sha256_file(experiment) if experiment is not None else None,
+        "device_type": dev.type,
+        "evaluator": evaluator.params(),
     }
-    cfg_path = output / CONFIG_JSON
-    if cfg_path.exists():
-        old = json.loads(cfg_path.read_text())
-        old.setdefault("margin", "hoeffding")  # runs written before the Bernstein margin existed
-        diff = [k for k in params if k not in ("checkpoint",) and old.get(k) != params[k]]
-        if diff:
-            raise SystemExit(f"{output} holds a run with different parameters ({', '.join(diff)}); use a new --output")
-    else:
-        cfg_path.write_text(json.dumps(params, indent=2))
-    header = tsv_header(eps_l, taus_l, bound == "paper")
-    tsv = output / TSV
-    done = _read_done(tsv, header)
-    todo = [i for i in idx_list if i not in done]
-    with open(tsv, "a", encoding="utf-8") as f:
-        if not done and f.tell() == 0:
-            f.write("\t".join(header) + "\n")
-            f.flush()
-        bar = tqdm(total=len(idx_list), initial=len(idx_list) - len(todo), desc="certify", disable=not progress)
-        for s in range(0, len(todo), batch_size):
-            ids = todo[s : s + batch_size]
+    out = Path(output).expanduser() if output is not None else default_output(subcommand, sha)
+    model = module.model
+    columns = evaluator.columns(num_classes=getattr(dm, "num_classes", None))
+    prog = _prog()
+    with RunStore(out, identity, columns) as store:
+        done = store.done()
+        todo = [i for i in selection if i not in done]
+        for w in evaluator.warnings(tuple(dataset[selection[0]][0].shape)):
+            _say(f"{prog}: warning: {w}", quiet, err=True)
+        bar = tqdm(total=len(selection), initial=len(selection) - len(todo), desc=subcommand, unit="sample",
+                   disable=not progress or quiet, dynamic_ncols=True)
+        for start in range(0, len(todo), batch_size):
+            ids = todo[start : start + batch_size]
             items = [dataset[i] for i in ids]
-            x = torch.stack([it[0] for it in items]).to(device)
-            labels = [int(it[1]) for it in items]
-            cert = certifier.certify(model, x, y=None, index=torch.tensor(ids))
-            cols = [cert.y, cert.h_norm, cert.h_norm_lower, cert.cos_lower, cert.eps_max, cert.seconds]
-            y_, hn, hl, cos, em, secs = (c.detach().cpu().tolist() for c in cols)
-            paper = cert.paper_cos_unsound.cpu().tolist() if cert.paper_cos_unsound is not None else None
-            for b, i in enumerate(ids):
-                row = [str(i), str(labels[b]), str(y_[b]), _fmt(hn[b]), _fmt(hl[b])]
-                row += [_fmt(v) for v in cos[b]] + [_fmt(v) for v in em[b]]
-                if paper is not None:
-                    row += [_fmt(v) for v in paper[b]]
-                row.append(f"{secs[b]:.6g}")
-                f.write("\t".join(row) + "\n")
-                f.flush()
-                os.fsync(f.fileno())
+            x = torch.stack([it[0] for it in items]).to(dev)
+            y = torch.tensor([int(it[1]) for it in items], dtype=torch.long, device=dev)
+            results = evaluator.evaluate(model, x, y, torch.tensor(ids, dtype=torch.long, device=dev))
+            store.append(ids, results)
             bar.update(len(ids))
         bar.close()
-    rows_by_idx = _read_done(tsv, header)
-    rows = [rows_by_idx[i] for i in idx_list if i in rows_by_idx]
-    summary = _summary(rows, header, eps_l, taus_l, params)
-    _, trivial = summary.pop("_arrays")
-    title = f"r={radius:g}, N={n_samples}, α={alpha:g}, {certifier.margin_method}, {attribution}, {len(rows)} samples ({split})"
-    files = _plots(output, eps_l, taus_l, trivial, title)
-    files.update({"tsv": tsv, "summary": output / SUMMARY_JSON})
-    summary["files"] = {k: str(v) for k, v in files.items()}
-    (output / SUMMARY_JSON).write_text(json.dumps(summary, indent=2))
-    return summary
+        results = store.load(selection)
+        summary = evaluator.summarize(results)
+        counts = {"selected": len(selection), "resumed": len(selection) - len(todo), "evaluated": len(todo)}
+        options = {"split": split, "num_samples": None if indices is not None else num_samples,
+                   "indices": None if indices is None else list(indices), "subset_seed": subset_seed,
+                   "batch_size": batch_size, "device": str(dev), "checkpoint": str(checkpoint),
+                   "experiment": None if experiment is None else str(experiment)}
+        info = RunInfo(subcommand, out, store.identity, selection, options, counts)
+        files, lines = write_reports(info, results, summary)
+    if counts["resumed"]:
+        lines.insert(0, f"resumed: {counts['resumed']} of {counts['selected']} samples were already in {out}")
+    lines.append(f"results in {out}:")
+    lines += [f"  {k:>22}: {v}" for k, v in files.items()]
+    _say("\n".join(lines), quiet)
+    return {"output": out, "files": files, "summary": summary, "counts": counts, "lines": lines}
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The ``certify.py`` argument parser."""
-    p = argparse.ArgumentParser(prog="certify.py", description="Certify attribution robustness of a checkpoint by uniform l2 smoothing.")
-    p.add_argument("--mode", choices=("smoothing", "bounds"), default="smoothing", help="smoothing certificate (sound) or worst-case bounds report")
-    p.add_argument("--checkpoint", required=True, help="Lightning checkpoint written by train.py")
-    p.add_argument("--config", default=None, help="experiment YAML (default: the config stored in the checkpoint)")
-    p.add_argument("--split", default="val", choices=("train", "val", "test"))
-    g = p.add_mutually_exclusive_group()
-    g.add_argument("--num-samples", type=int, default=100, help="samples drawn (seeded) from the split")
-    g.add_argument("--indices", type=str, default=None, help="comma-separated dataset indices")
-    p.add_argument("--radius", type=float, default=0.25, help="smoothing radius r (l2, pixel units)")
-    p.add_argument("--n-samples", type=int, default=1000, help="Monte Carlo samples N")
-    p.add_argument("--alpha", type=float, default=1e-3, help="failure probability of the Monte Carlo bound")
-    p.add_argument("--eps", type=str, default=",".join(f"{e:g}" for e in DEFAULT_EPS_GRID), help="comma-separated eps grid")
-    p.add_argument("--taus", type=str, default=",".join(f"{t:g}" for t in DEFAULT_TAUS), help="comma-separated cosine thresholds")
-    p.add_argument("--attribution", default="saliency", choices=ATTRIBUTIONS)
-    p.add_argument("--bound-M", type=float, default=1.0, help="norm bound M of the base attribution")
-    p.add_argument("--bounding", default="normalize", choices=("normalize", "clip"))
-    p.add_argument("--margin", default="auto", choices=("auto", "bernstein", "hoeffding"), help="Monte Carlo lower bound on |h|: auto = bernstein for N >= 100, else hoeffding")
-    p.add_argument("--bound", default="sound", choices=("sound", "paper"), help="'paper' ADDS the UNSOUND summarised bound (reproduction only)")
-    p.add_argument("--batch-size", type=int, default=8, help="inputs certified together")
-    p.add_argument("--rows-per-forward", type=int, default=1024, help="noisy copies per forward/backward")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda:0")
-    p.add_argument("--output", default="outputs/certify", help="output folder (re-use it to resume)")
-    p.add_argument("--no-progress", action="store_true")
-    return p
+# --- the command line --------------------------------------------------------------------------
 
 
-def _floats(s: str) -> list[float]:
-    return [float(v) for v in s.split(",") if v.strip()]
+def _prog() -> str:
+    name = Path(sys.argv[0]).name if sys.argv and sys.argv[0] else ""
+    return name if name in ("certify.py", "robustattr-certify") else "certify.py"
 
 
-def main(argv: list[str] | None = None) -> dict | None:
-    """Entry point of ``certify.py``; ``argv`` defaults to ``sys.argv[1:]``."""
-    argv = list(sys.argv[1:] if argv is None else argv)
-    pre = argparse.ArgumentParser(add_help=False)
-    pre.add_argument("--mode", default="smoothing")
-    known, rest = pre.parse_known_args(argv)
-    if known.mode == "bounds":
-        try:
-            from robustattr.apps import bounds_report
-        except ImportError:
-            print("certify.py --mode bounds: the worst-case bounds report (robustattr.apps.bounds_report) is not available in this version.", file=sys.stderr)
-            raise SystemExit(2) from None
-        return bounds_report.main(rest)
-    args = build_parser().parse_args(argv)
+def build_parser(subs: Mapping[str, Subcommand] | None = None) -> Any:
+    """The jsonargparse parser: one subparser per subcommand, the evaluator's options at top level."""
+    from jsonargparse import ActionConfigFile, ActionYesNo, ArgumentParser
+
+    subs = subcommands() if subs is None else subs
+    prog = _prog()
+    root = ArgumentParser(
+        prog=prog, exit_on_error=False,
+        description="Evaluate a train.py checkpoint (certificates, bounds, attacks) into a resumable run folder.",
+    )
+    commands = root.add_subcommands(required=True, dest="subcommand")
+    for name, spec in subs.items():
+        clash = [p for p in _evaluator_params(spec.evaluator) if p in COMMON_OPTIONS]
+        if clash:
+            raise ValueError(f"{spec.evaluator.__name__} parameters {clash} clash with common options of {prog}")
+        p = ArgumentParser(prog=f"{prog} {name}", exit_on_error=False, description=spec.help)
+        p.add_argument("--config", action=ActionConfigFile, help="YAML with options of this command (see --print_config)")
+        p.add_argument("--checkpoint", type=str, required=True, help="checkpoint written by train.py")
+        p.add_argument("--output", type=str | None, default=None,
+                       help=f"run folder; rerun to resume (default: {DEFAULT_ROOT}/{name}/<checkpoint sha256[:12]>)")
+        p.add_argument("--experiment", type=str | None, default=None,
+                       help="experiment YAML (model + data) for a checkpoint that carries none; replaces the stored one")
+        p.add_argument("--split", type=Literal["train", "val", "test"], default="val", help="dataset split")
+        p.add_argument("--num_samples", type=int | None, default=100,
+                       help="samples: the first N of a permutation seeded by --subset_seed, sorted (null: the whole split)")
+        p.add_argument("--indices", type=str | None, default=None,
+                       help="comma-separated dataset indices of the split (replaces --num_samples)")
+        p.add_argument("--subset_seed", type=int, default=0, help="seed of the sample permutation")
+        p.add_argument("--batch_size", type=int, default=8, help="samples per evaluation call")
+        p.add_argument("--device", type=str, default="cpu", help="torch device, e.g. cpu or cuda:0")
+        p.add_argument("--progress", action=ActionYesNo, default=True, help="progress bar counting samples")
+        p.add_argument("--debug", action="store_true", help="show tracebacks (also ROBUSTATTR_DEBUG=1)")
+        p.add_class_arguments(spec.evaluator, None, fail_untyped=False, sub_configs=True)
+        if spec.defaults:
+            p.set_defaults(**dict(spec.defaults))
+        commands.add_subcommand(name, p, help=spec.help)
+    return root
+
+
+def _evaluator_params(cls: type[Evaluator]) -> list[str]:
+    sig = inspect.signature(cls.__init__)
+    return [n for n, p in sig.parameters.items() if n != "self" and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
+
+
+def cli(argv: Sequence[str] | None = None, subs: Mapping[str, Subcommand] | None = None) -> dict[str, Any]:
+    """Parse ``argv``, build the evaluator and :func:`run` it; returns :func:`run`'s result.
+
+    Errors are raised (see :func:`main` for the one-line reporting).
+    """
+    subs = subcommands() if subs is None else subs
+    parser = build_parser(subs)
+    cfg = parser.parse_args(list(sys.argv[1:] if argv is None else argv))
+    name = cfg.subcommand
+    init = parser.instantiate(cfg)[name]
+    spec = subs[name]
+    kwargs = {k: init[k] for k in _evaluator_params(spec.evaluator) if k in init}
+    evaluator = spec.evaluator(**kwargs)
+    return run(
+        name, init.checkpoint, init.output, evaluator, experiment=init.experiment, split=init.split,
+        num_samples=init.num_samples, indices=parse_indices(init.indices) if init.indices is not None else None,
+        subset_seed=init.subset_seed, batch_size=init.batch_size, device=init.device, progress=init.progress,
+    )
+
+
+def _one_line(err: BaseException, names: Sequence[str]) -> str:
+    """A parser or library error as one line (jsonargparse's multi-line union errors condensed)."""
+    msg = str(err)
+    key = None
+    m = re.match(r'\s*Parser key "([^"]+)":\s*(.*)', msg, re.S)
+    if m:
+        key, msg = m.group(1), m.group(2)
+    if "Union subtypes" in msg:
+        errors = [
+            ln.strip()[2:] for ln in msg.splitlines()
+            if ln.strip().startswith("- ") and "NoneType" not in ln and "Union subtypes" not in ln
+        ]
+        cls = re.search(r"class_path='([\w.]+)'", msg)
+        msg = "; ".join(dict.fromkeys(errors)) or msg.splitlines()[0]
+        if cls:
+            msg = f"{cls.group(1).rsplit('.', 1)[-1]}: {msg}"
+    text = " ".join(msg.split())
+    for n in names:
+        text = re.sub(rf"\b{re.escape(n)}\.(\w+)", r"--\1", text)
+    return f"--{key}: {text}" if key else text
+
+
+def main(argv: Sequence[str] | None = None, subs: Mapping[str, Subcommand] | None = None) -> None:
+    """Entry point of ``certify.py`` / ``robustattr-certify``: one-line errors, exit status 2."""
+    from jsonargparse import ArgumentError
+
     from robustattr.checkpoint import CheckpointError
+    from robustattr.data import DatasetNotFoundError
 
+    args = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in args or os.environ.get("ROBUSTATTR_DEBUG", "").lower() not in ("", "0", "false", "no")
     try:
-        summary = certify_checkpoint(
-            args.checkpoint, args.output, config=args.config, split=args.split,
-            num_samples=None if args.indices else args.num_samples,
-            indices=[int(v) for v in args.indices.split(",")] if args.indices else None,
-            radius=args.radius, n_samples=args.n_samples, alpha=args.alpha, eps_grid=_floats(args.eps), taus=_floats(args.taus),
-            attribution=args.attribution, bound_M=args.bound_M, bounding=args.bounding, bound=args.bound,
-            batch_size=args.batch_size, rows_per_forward=args.rows_per_forward, seed=args.seed, device=args.device,
-            progress=not args.no_progress, margin=args.margin,
-        )
-    except (CheckpointError, FileNotFoundError, ValueError) as err:
-        print(f"certify.py: error: {err}", file=sys.stderr)
+        subs = subcommands() if subs is None else subs
+        cli(args, subs)
+    except (ValueError, FileNotFoundError, CheckpointError, DatasetNotFoundError, ArgumentError) as err:
+        if debug:
+            raise
+        print(f"{_prog()}: error: {_one_line(err, list(subs or ()))}", file=sys.stderr)
         raise SystemExit(2) from None
-    print(f"certified {summary['num_samples']} samples; report:")
-    for k, v in summary["files"].items():
-        print(f"  {k:>8}: {v}")
-    return summary
+    except KeyboardInterrupt:
+        print(f"{_prog()}: interrupted; rerun the same command to resume", file=sys.stderr)
+        raise SystemExit(130) from None

@@ -1,6 +1,7 @@
 """``make demo``: train SmallCNN on the bundled digits (W&B offline), then certify the checkpoint.
 
-Prints where the checkpoint, the logs, the W&B run and the certification report are.
+Certifies 32 validation samples (N = 1000) into ``<out>/certify/smoothing/<checkpoint sha256[:12]>``
+and prints where the checkpoint, the logs, the W&B run and the certification report are.
 """
 
 from __future__ import annotations
@@ -29,13 +30,16 @@ def main(argv: list[str] | None = None) -> dict[str, str]:
     if logger is not None and type(logger).__name__ == "WandbLogger":
         paths["wandb_run"] = str(Path(logger.experiment.dir).parent)
     val_acc = trainer.callback_metrics.get("val/acc")
-    try:
-        from robustattr.apps.certify import certify_checkpoint
-    except ImportError:
-        certify_checkpoint = None
-    if certify_checkpoint is not None and ckpt:
-        report = certify_checkpoint(ckpt, out / "certify", num_samples=32)
-        paths.update({f"certify_{k}": str(v) for k, v in report.get("files", {}).items()})
+    if ckpt:
+        from robustattr.apps.certify import default_output, run
+        from robustattr.apps.store import sha256_file
+        from robustattr.evaluation.smoothing import SmoothingEvaluator
+
+        # one folder per checkpoint: a rerun trains a new checkpoint and certifies it beside the old ones
+        target = default_output("smoothing", sha256_file(ckpt), root=out / "certify")
+        report = run("smoothing", ckpt, target, SmoothingEvaluator(n_samples=1000), num_samples=32)
+        paths["certify_output"] = str(report["output"])
+        paths["certify_summary"] = str(report["files"]["summary"])
     print("\n=== robustattr demo finished ===")
     if val_acc is not None:
         print(f"validation accuracy: {float(val_acc):.3f}")

@@ -1,8 +1,12 @@
-"""certify.py end to end: TSV/JSON/PNG report, values, interrupted-and-resumed run, errors, --mode bounds."""
+"""certify.py end to end with the real evaluators (smoothing, bounds, attack) on a tiny digits checkpoint.
+
+Report files and values against the certifier, resume after SIGKILL equal to an uninterrupted run
+for every subcommand, identity refusal naming the changed option, one-line errors naming the
+evaluator's option, attribution chosen by class name, warnings before the work.
+"""
 
 from __future__ import annotations
 
-import csv
 import json
 import math
 import os
@@ -10,155 +14,192 @@ import signal
 import subprocess
 import sys
 import time
-import types
 from pathlib import Path
 
 import pytest
 import torch
 
-from robustattr.apps.certify import NOT_CERTIFIED, main
-from robustattr.apps.train import build_cli
+from robustattr.apps.certify import cli, main, select_indices
+from robustattr.apps.reports import NOT_CERTIFIED
 from robustattr.certify import UniformSmoothingCertifier
+from tests.apps.conftest import CONFIG, REPO
 
-REPO = Path(__file__).resolve().parents[2]
-CONFIG = REPO / "configs" / "digits_smallcnn.yaml"
-EPS = "0.0001,0.001,0.01"
-TAUS = "0.5,0.9"
-
-
-@pytest.fixture(scope="module")
-def demo_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A tiny SmallCNN (width 8) trained for 3 batches by train.py's CLI; its checkpoint."""
-    tmp = tmp_path_factory.mktemp("ckpt")
-    cli = build_cli(
-        [
-            "fit", "--config", str(CONFIG), "--trainer.max_epochs", "1", "--trainer.limit_train_batches", "3",
-            "--trainer.limit_val_batches", "1", "--model.backbone.init_args.width", "8", "--model.backbone.init_args.hidden", "32",
-            "--trainer.logger", "lightning.pytorch.loggers.CSVLogger", "--trainer.logger.save_dir", str(tmp),
-            "--trainer.enable_progress_bar", "false", "--trainer.default_root_dir", str(tmp),
-        ]
-    )
-    return Path(cli.trainer.checkpoint_callback.best_model_path)
+SMOOTHING = ("--radius", "0.3", "--n_samples", "20", "--eps_grid", "[0.0001,0.001,0.01]", "--taus", "[0.5,0.9]", "--seed", "5")
+BOUNDS = ("--eps", "0.05", "--iters", "5", "--attack_repeats", "1", "--attack_steps", "2")
+ATTACK_YAML = """\
+attacks:
+  topk:
+    class_path: robustattr.attacks.TopKAttack
+    init_args: {attribution: {class_path: robustattr.attributions.Saliency}, eps: 0.3, steps: 3, step_size: 0.1, k: 50}
+metrics: [topk, lens_topk, spearman, cosine]
+"""
+SETTINGS = {"smoothing": SMOOTHING + ("--n_samples", "400"), "bounds": BOUNDS, "attack": ()}
+REPORT = {"smoothing": "certify.tsv", "bounds": "bounds.tsv", "attack": "attack.tsv"}
 
 
-def _args(ckpt: Path, out: Path, n: int = 6, extra: tuple[str, ...] = ()) -> list[str]:
-    return [
-        "--checkpoint", str(ckpt), "--output", str(out), "--num-samples", str(n), "--radius", "0.3", "--n-samples", "24",
-        "--eps", EPS, "--taus", TAUS, "--batch-size", "2", "--seed", "5", "--no-progress", *extra,
-    ]
+def _args(sub: str, ckpt: Path, out: Path, n: int, *extra: str) -> list[str]:
+    return [sub, "--checkpoint", str(ckpt), "--output", str(out), "--num_samples", str(n), "--batch_size", "2",
+            "--no_progress", *extra]
 
 
-def _rows(out: Path) -> list[dict[str, str]]:
-    with open(out / "certify.tsv", newline="") as f:
-        return list(csv.DictReader(f, delimiter="\t"))
+def _table(path: Path) -> list[dict[str, str]]:
+    lines = [ln.split("\t") for ln in path.read_text().splitlines()]
+    return [dict(zip(lines[0], r, strict=True)) for r in lines[1:]]
 
 
-def test_report_files_and_values(demo_checkpoint: Path, tmp_path: Path) -> None:
+def _results(path: Path) -> list[dict[str, str]]:
+    """Rows without the timing column, sorted by index."""
+    rows = [{k: v for k, v in r.items() if k != "seconds"} for r in _table(path)]
+    return sorted(rows, key=lambda r: int(r["index"]))
+
+
+def _extra(sub: str, tmp_path: Path) -> tuple[str, ...]:
+    if sub != "attack":
+        return SETTINGS[sub]
+    (tmp_path / "attack.yaml").write_text(ATTACK_YAML)
+    return ("--config", str(tmp_path / "attack.yaml"))
+
+
+def test_smoothing_report_files_and_values(digits_checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "rep"
-    summary = main(_args(demo_checkpoint, out, extra=("--bound", "paper")))
-    for name in ("certify.tsv", "summary.json", "cos_vs_eps.png", "frac_certified_vs_eps.png", "certify_config.json"):
+    res = cli(_args("smoothing", digits_checkpoint, out, 6, *SMOOTHING, "--bound", "paper"))
+    printed = capsys.readouterr()
+    for name in ("certify.tsv", "summary.json", "cos_vs_eps.png", "frac_certified_vs_eps.png", "run.json"):
         assert (out / name).is_file(), name
     assert (out / "cos_vs_eps.png").read_bytes()[:4] == b"\x89PNG"
-    rows = _rows(out)
-    assert len(rows) == 6 and len({r["idx"] for r in rows}) == 6
+    rows = _table(out / "certify.tsv")
+    assert len(rows) == 6 and len({r["index"] for r in rows}) == 6
     assert "UNSOUND_paper_cos@eps=0.001" in rows[0]
     js = json.loads((out / "summary.json").read_text())
-    assert js["num_samples"] == 6 and js == {**summary, "files": js["files"]}
-    # the margin used is recorded: N = 24 < 100, so "auto" is Hoeffding
-    assert js["params"]["margin"] == "hoeffding" and json.loads((out / "certify_config.json").read_text())["margin"] == "hoeffding"
-
-    # recompute two rows directly with the certifier on the loaded model (independent of the CLI's batching)
+    assert js["counts"]["selected"] == 6 and js["parameters"]["radius"] == 0.3 and js["parameters"]["n_samples"] == 20
+    assert set(js["summary"]) == set(res["summary"])
+    # recompute two rows directly with the certifier on the loaded model (one sample at a time, other rows per forward)
     from robustattr.checkpoint import load_classifier
 
-    module, dm = load_classifier(demo_checkpoint)
-    dm.setup()
-    cert = UniformSmoothingCertifier(radius=0.3, n_samples=24, eps_grid=[1e-4, 1e-3, 1e-2], taus=[0.5, 0.9], seed=5, batch_size=11)
+    module, dm = load_classifier(digits_checkpoint)
+    ds = dm.split("val")
+    cert = UniformSmoothingCertifier(radius=0.3, n_samples=20, eps_grid=[1e-4, 1e-3, 1e-2], taus=[0.5, 0.9], seed=5, batch_size=11)
     for r in rows[:2]:
-        i = int(r["idx"])
-        x, label = dm.val_set[i]
+        i = int(r["index"])
+        x, label = ds[i]
         c = cert.certify(module.model, x.unsqueeze(0), index=torch.tensor([i]))
         assert int(r["label"]) == int(label) and int(r["prediction"]) == int(c.y[0])
         assert float(r["h_norm"]) == pytest.approx(float(c.h_norm[0]), rel=1e-6)
         for j, e in enumerate(["0.0001", "0.001", "0.01"]):
             v = float(c.cos_lower[0, j])
             assert r[f"cos@eps={e}"] == NOT_CERTIFIED if math.isnan(v) else float(r[f"cos@eps={e}"]) == pytest.approx(v, rel=1e-6)
-    # N = 24 gives t > 1: nothing is certified, and the report says so in words, never a number
+    # N = 20 gives t > 1 = M: nothing is certified, and the report says so in words, never a number
     assert all(r["cos@eps=0.001"] == NOT_CERTIFIED for r in rows)
-    assert js["per_eps"][0]["cos_q50"] == NOT_CERTIFIED
+    assert js["summary"]["cos_median@eps=0.001"] == NOT_CERTIFIED
+    assert "median certified cosine not certified" in printed.out and "certified 0/6" in printed.out
+    # ... and a warning said so before the work started
+    assert "warning:" in printed.err and "nothing can be certified" in printed.err
 
 
 @pytest.mark.slow
-def test_interrupted_and_resumed(demo_checkpoint: Path, tmp_path: Path) -> None:
-    """Kill certify.py mid-run (SIGKILL), tear the last line, re-run: every index exactly once, same values."""
+@pytest.mark.parametrize("sub", ["smoothing", "bounds", "attack"])
+def test_sigkill_then_resume_equals_an_uninterrupted_run(
+    sub: str, digits_checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """kill -9 certify.py mid-run, tear the last line, rerun: every index exactly once, the same values."""
     out, ref = tmp_path / "run", tmp_path / "ref"
-    n = 10
-    args = _args(demo_checkpoint, out, n=n, extra=("--n-samples", "400"))
+    n = 8
+    args = _args(sub, digits_checkpoint, out, n, *_extra(sub, tmp_path))
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    proc = subprocess.Popen([sys.executable, str(REPO / "certify.py"), *args], cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    tsv = out / "certify.tsv"
-    deadline = time.time() + 240
+    proc = subprocess.Popen([sys.executable, str(REPO / "certify.py"), *args], cwd=REPO, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    rows = out / "rows" / "0.tsv"
+    deadline = time.time() + 400
     try:
-        while time.time() < deadline:
-            if tsv.exists() and tsv.read_text().count("\n") >= 1 + 2:  # header + ≥ 2 rows
-                break
+        while not (rows.exists() and rows.read_text().count("\n") >= 1 + 2):  # header + one batch
             if proc.poll() is not None:
-                pytest.fail(f"certify.py ended early: {proc.stderr.read().decode()[-2000:]}")
+                pytest.fail(f"certify.py ended early: {proc.stderr.read().decode()[-2000:]}")  # type: ignore[union-attr]
+            assert time.time() < deadline, "no row within 400 s"
             time.sleep(0.05)
-        proc.send_signal(signal.SIGKILL)
     finally:
-        proc.wait(timeout=30)
-    before = _rows(out)
-    assert 2 <= len(before) < n, "the run must be interrupted mid-way"
-    with open(tsv, "a") as f:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=60)
+    before = rows.read_text()
+    done = before.count("\n") - 1
+    assert 2 <= done < n, "the run must be interrupted mid-way"
+    with open(rows, "a") as f:
         f.write("999\t3\t3\t0.5")  # a torn last line, as from a kill during a write
-    main(args)
-    after = _rows(out)
-    idx = [int(r["idx"]) for r in after]
-    assert len(idx) == n and len(set(idx)) == n and 999 not in idx
-    assert after[: len(before)] == before  # nothing rewritten
-    # equals an uninterrupted run
-    main(_args(demo_checkpoint, ref, n=n, extra=("--n-samples", "400")))
-    strip = lambda rows: [{k: v for k, v in r.items() if k != "seconds"} for r in rows]  # noqa: E731
-    assert sorted(strip(after), key=lambda r: int(r["idx"])) == sorted(strip(_rows(ref)), key=lambda r: int(r["idx"]))
-    # some samples are certified at N = 400 for the report to be meaningful
-    assert any(r["cos@eps=0.0001"] != NOT_CERTIFIED for r in after)
+    res = cli(args)
+    assert res["counts"] == {"selected": n, "resumed": done, "evaluated": n - done}
+    assert rows.read_text().startswith(before)  # nothing rewritten
+    idx = [int(r["index"]) for r in _table(rows)]
+    assert sorted(idx) == select_indices(270, n, None, 0) and len(set(idx)) == n and 999 not in idx
+    cli(_args(sub, digits_checkpoint, ref, n, *_extra(sub, tmp_path)))  # uninterrupted
+    assert _results(out / REPORT[sub]) == _results(ref / REPORT[sub])  # exact text of every result cell
+    s_out, s_ref = (json.loads((d / "summary.json").read_text())["summary"] for d in (out, ref))
+    assert {k: v for k, v in s_out.items() if "seconds" not in k} == {k: v for k, v in s_ref.items() if "seconds" not in k}
+    printed = capsys.readouterr().out
+    assert f"results in {ref}" in printed
+    if sub == "smoothing":  # some samples are certified at N = 400, for the comparison to mean something
+        assert any(r["cos@eps=0.0001"] != NOT_CERTIFIED for r in _table(out / "certify.tsv"))
+    if sub == "bounds":
+        assert "skipped" in printed and "outside T_e" in printed
+    if sub == "attack":
+        assert "topk: attacked" in printed and "success rate" in printed
 
 
-def test_resume_refuses_other_parameters(demo_checkpoint: Path, tmp_path: Path) -> None:
+def test_changed_parameter_is_refused_naming_it(digits_checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "rep"
-    main(_args(demo_checkpoint, out, n=2))
-    with pytest.raises(SystemExit, match="radius"):
-        main([*_args(demo_checkpoint, out, n=2), "--radius", "0.5"])
-    with pytest.raises(SystemExit, match="margin"):
-        main([*_args(demo_checkpoint, out, n=2), "--margin", "bernstein"])
-
-
-def test_architecture_mismatch_is_clear(demo_checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    # configs/digits_smallcnn.yaml has width 32; the checkpoint was trained with width 8
-    with pytest.raises(SystemExit):
-        main([*_args(demo_checkpoint, tmp_path / "x", n=2), "--config", str(CONFIG)])
-    assert "architecture mismatch" in capsys.readouterr().err
-
-
-def test_invalid_arguments(demo_checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    for flag, value, name in [("--radius", "0", "radius"), ("--alpha", "1.5", "alpha"), ("--taus", "0.5,1", "taus"), ("--eps", "-1e-3", "eps"), ("--n-samples", "0", "n_samples")]:
-        with pytest.raises(SystemExit):
-            main([*_args(demo_checkpoint, tmp_path / "bad", n=2), flag, value])
-        assert name in capsys.readouterr().err
-
-
-def test_mode_bounds_dispatch(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
-    import robustattr.certify as pkg
-
-    monkeypatch.delattr(pkg, "bounds_report", raising=False)  # even if another test imported the real one
-    monkeypatch.setitem(sys.modules, "robustattr.apps.bounds_report", None)  # import fails
+    cli(_args("smoothing", digits_checkpoint, out, 2, *SMOOTHING))
+    capsys.readouterr()
     with pytest.raises(SystemExit) as exc:
-        main(["--mode", "bounds", "--checkpoint", "x.ckpt"])
-    assert exc.value.code == 2 and "bounds_report" in capsys.readouterr().err
-    seen: list[list[str]] = []
-    fake = types.ModuleType("robustattr.apps.bounds_report")
-    fake.main = lambda argv: seen.append(argv) or {"ok": True}  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, "robustattr.apps.bounds_report", fake)
-    monkeypatch.setattr(pkg, "bounds_report", fake, raising=False)
-    assert main(["--mode", "bounds", "--checkpoint", "x.ckpt", "--radius", "0.1"]) == {"ok": True}
-    assert seen == [["--checkpoint", "x.ckpt", "--radius", "0.1"]]
+        main([*_args("smoothing", digits_checkpoint, out, 2, *SMOOTHING), "--radius", "0.5"])
+    err = capsys.readouterr().err
+    assert exc.value.code == 2 and err.count("\n") == 1 and "radius 0.3 ≠ 0.5" in err
+
+
+def test_architecture_mismatch_is_clear(digits_checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # configs/digits_smallcnn.yaml has width 32; the checkpoint was trained with width 8
+    with pytest.raises(SystemExit) as exc:
+        main([*_args("smoothing", digits_checkpoint, tmp_path / "x", 2), "--experiment", str(CONFIG)])
+    err = capsys.readouterr().err
+    assert exc.value.code == 2 and err.count("\n") == 1 and "another architecture" in err
+
+
+BAD = [
+    ("smoothing", ("--radius", "0"), "radius"),
+    ("smoothing", ("--alpha", "1.5"), "alpha"),
+    ("smoothing", ("--taus", "[0.5,1]"), "taus"),
+    ("smoothing", ("--eps_grid", "[-0.001]"), "eps"),
+    ("smoothing", ("--n_samples", "0"), "n_samples"),
+    ("smoothing", ("--rows_per_forward", "0"), "rows_per_forward"),
+    ("smoothing", ("--bounding", "sqrt"), "bounding"),
+    ("smoothing", ("--attribution", "IntegratedGradients", "--attribution.steps", "0"), "steps"),
+    ("smoothing", ("--attribution", "NoSuchAttribution"), "--attribution"),
+    ("bounds", ("--norms", "[l3]"), "norms"),
+    ("bounds", ("--eps", "-1"), "eps"),
+    ("attack", ("--explain", "nothing"), "explain"),
+    ("attack", ("--metrics", "[no_such_metric]"), "no_such_metric"),
+]
+
+
+@pytest.mark.parametrize(("sub", "extra", "name"), BAD, ids=[f"{b[0]}{b[1][0]}" for b in BAD])
+def test_invalid_evaluator_options_are_one_line_naming_the_option(
+    sub: str, extra: tuple[str, ...], name: str, digits_checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exc:
+        main(_args(sub, digits_checkpoint, tmp_path / "bad", 2, *extra))
+    err = capsys.readouterr().err
+    assert exc.value.code == 2 and err.count("\n") == 1 and err.startswith("certify.py: error: ") and name in err, err
+    assert not (tmp_path / "bad").exists()
+
+
+def test_attribution_by_class_name(digits_checkpoint: Path, tmp_path: Path) -> None:
+    out = tmp_path / "ig"
+    cli(_args("smoothing", digits_checkpoint, out, 2, *SMOOTHING, "--attribution", "IntegratedGradients", "--attribution.steps", "2"))
+    attr = json.loads((out / "run.json").read_text())["evaluator"]["attribution"]
+    assert attr["class"].endswith("IntegratedGradients") and attr["steps"] == 2
+
+
+def test_help_shows_the_evaluators_defaults(capsys: pytest.CaptureFixture[str]) -> None:
+    for sub, option, default in [("smoothing", "--radius", "0.25"), ("smoothing", "--n_samples", "1000"),
+                                 ("bounds", "--attack_repeats", "5"), ("attack", "--explain", "pred")]:
+        with pytest.raises(SystemExit) as exc:
+            main([sub, "--help"])
+        text = " ".join(capsys.readouterr().out.split())
+        assert exc.value.code == 0 and f"default: {default}" in text.split(option + " ", 2)[-1][:600], (sub, option)

@@ -2,18 +2,13 @@
 
 from __future__ import annotations
 
-import csv
-import json
 import math
-import warnings
-from pathlib import Path
 
 import pytest
 import torch
 from torch import nn
 
 import robustattr
-from robustattr.apps import bounds_report
 from robustattr.attributions import IntegratedGradients, Saliency
 from robustattr.evaluation.bounds import evaluate_bounds
 from tests.helpers import fit_on_digits
@@ -80,25 +75,6 @@ def test_lazy_top_level_export_and_errors(softplus_digits) -> None:  # type: ign
         evaluate_bounds(model, Saliency(), x, y, eps=0.1, norm="l1")
 
 
-def test_report_writes_tsv_json_png(softplus_digits, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
-    model, x, y = softplus_digits
-    monkeypatch.setattr(bounds_report, "_load", lambda *a, **k: (model, x[:4], y[:4], torch.arange(4)))
-    out = tmp_path / "bounds"
-    report = bounds_report.main([
-        "--checkpoint", "a.ckpt", "b.ckpt", "--names", "standard", "other", "--eps", "0.05", "--attribution", "saliency",
-        "--attack-repeats", "1", "--attack-steps", "5", "--output", str(out),
-    ])
-    assert [r["model"] for r in report["rows"]] == ["standard", "other"]
-    with open(out / "bounds.tsv") as f:
-        rows = list(csv.DictReader(f, delimiter="\t"))
-    assert len(rows) == 2 and set(bounds_report.COLUMNS) == set(rows[0])
-    assert float(rows[0]["T_e"]) == pytest.approx(report["rows"][0]["T_e"], rel=1e-5)
-    assert json.loads((out / "bounds.json").read_text())["sound"] is False
-    assert (out / "bounds_hist.png").stat().st_size > 1000
-    with open(out / "bounds_samples.tsv") as f:
-        assert len(f.readlines()) == 1 + 2 * 4
-
-
 @pytest.mark.slow
 def test_linf_protocol_with_ifia_topk(softplus_digits) -> None:  # type: ignore[no-untyped-def]
     model, x, y = softplus_digits
@@ -139,28 +115,3 @@ def test_smooth_pool_surrogate_keeps_maxpool_network_inside_generalised_bound() 
     # the same network through the default path (smooth_model smooths max-pooling itself) gives the same bounds
     ev2 = evaluate_bounds(model, Saliency(), x, y, eps=0.05, norm="l2", attack_repeats=1, attack_steps=2, batch_size=8)
     torch.testing.assert_close(ev2.tensors["T_e"], ev.tensors["T_e"], rtol=1e-5, atol=1e-8)
-
-
-@pytest.mark.parametrize("flag", [[], ["--smooth-pool"], ["--no-smooth-pool"]])
-def test_report_smooth_pool_flag(softplus_digits, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, flag: list[str]) -> None:  # type: ignore[no-untyped-def]
-    """Max-pooling is smoothed by default (and with ``--smooth-pool``); ``--no-smooth-pool`` keeps it."""
-    from robustattr.models import SmallCNN, build_model
-
-    _, x, y = softplus_digits
-    maxpool_model = build_model(SmallCNN(width=4, hidden=8), (0.3,), (0.3,)).eval()
-    monkeypatch.setattr(bounds_report, "_load", lambda *a, **k: (maxpool_model, x[:2], y[:2], torch.arange(2)))
-    seen: list[bool] = []
-    real = bounds_report.evaluate_bounds
-
-    def spy(model, *args, **kwargs):  # type: ignore[no-untyped-def]
-        seen.append(kwargs["smooth_pool"])
-        return real(model, *args, **kwargs)
-
-    monkeypatch.setattr(bounds_report, "evaluate_bounds", spy)
-    with warnings.catch_warnings(record=True) as rec:
-        warnings.simplefilter("always")
-        bounds_report.main(["--checkpoint", "a.ckpt", "--eps", "0.05", "--attribution", "saliency", "--attack-repeats", "1",
-                            "--attack-steps", "2", *flag, "--output", str(tmp_path / "b")])
-    assert seen == [flag != ["--no-smooth-pool"]]
-    pool_warnings = [w for w in rec if "max pooling" in str(w.message)]
-    assert bool(pool_warnings) == (flag == ["--no-smooth-pool"])
