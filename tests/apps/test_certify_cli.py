@@ -21,7 +21,7 @@ from robustattr.apps.train import build_cli
 from robustattr.certify import UniformSmoothingCertifier
 
 REPO = Path(__file__).resolve().parents[2]
-CONFIG = REPO / "configs" / "digits_smallcnn.yaml"
+CONFIG = REPO / "configs" / "experiment" / "digits_smallcnn.yaml"
 EPS = "0.0001,0.001,0.01"
 TAUS = "0.5,0.9"
 
@@ -130,7 +130,7 @@ def test_resume_refuses_other_parameters(demo_checkpoint: Path, tmp_path: Path) 
 
 
 def test_architecture_mismatch_is_clear(demo_checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    # configs/digits_smallcnn.yaml has width 32; the checkpoint was trained with width 8
+    # configs/model/smallcnn.yaml has width 32; the checkpoint was trained with width 8
     with pytest.raises(SystemExit):
         main([*_args(demo_checkpoint, tmp_path / "x", n=2), "--config", str(CONFIG)])
     assert "architecture mismatch" in capsys.readouterr().err
