@@ -134,11 +134,17 @@ def checkpoint_line(trainer: Any) -> str:
 
 
 def training_summary(trainer: Any, subcommand: str) -> str:
-    """The text printed at the end of ``fit``/``validate``/``test``: checkpoint and metrics table."""
+    """The text printed at the end of ``fit``/``validate``/``test``: checkpoint and metrics table.
+
+    Args:
+        trainer: the Lightning ``Trainer`` that ran ``subcommand``.
+        subcommand: ``"fit"``, ``"validate"`` or ``"test"``.
+    """
     if subcommand == "fit":
         head = checkpoint_line(trainer)
     else:
-        head = f"{subcommand}d checkpoint: {trainer.ckpt_path}" if trainer.ckpt_path else f"{subcommand}d: the weights in memory (no --ckpt_path)"
+        done = {"validate": "validated", "test": "tested"}.get(subcommand, subcommand)
+        head = f"{done} checkpoint: {trainer.ckpt_path}" if trainer.ckpt_path else f"{done}: the weights in memory (no --ckpt_path)"
     stage = "test" if subcommand == "test" else "val"
     table = metrics_table(trainer.callback_metrics, stage)
     body = table if table else f"(no {stage} metrics were logged)"

@@ -11,6 +11,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -18,7 +19,14 @@ import torch
 import yaml
 
 import robustattr.losses as losses
-from robustattr.apps.train import RobustCLI, build_cli, metrics_table, train_main, training_summary
+from robustattr.apps.train import (
+    RobustCLI,
+    build_cli,
+    checkpoint_line,
+    metrics_table,
+    train_main,
+    training_summary,
+)
 from robustattr.config import instantiate
 
 REPO = Path(__file__).resolve().parents[2]
@@ -249,6 +257,24 @@ def test_metrics_table_sorted_aligned_and_filtered() -> None:
     assert lines[2].split()[1] == "0.951235" and lines[4].split()[1] == "3e-07"
     assert metrics_table(metrics, "test").splitlines()[2].split() == ["test/acc", "0.5"]
     assert metrics_table({"train/loss": 1.0}, "val") == ""
+
+
+def test_checkpoint_line_best_last_and_none() -> None:
+    def trainer(**cb: Any) -> SimpleNamespace:
+        ckpt = SimpleNamespace(**{"monitor": None, "mode": "min", "best_model_path": "", "last_model_path": "", **cb})
+        return SimpleNamespace(checkpoint_callback=ckpt, fast_dev_run=False)
+
+    assert checkpoint_line(trainer(monitor="val/acc", mode="max", best_model_path="b.ckpt", last_model_path="l.ckpt")) \
+        == "best checkpoint (val/acc, mode=max): b.ckpt"
+    assert checkpoint_line(trainer(best_model_path="e4.ckpt", last_model_path="last.ckpt")) == "last checkpoint: last.ckpt"
+    assert checkpoint_line(trainer(best_model_path="e4.ckpt")) == "last checkpoint: e4.ckpt"
+    assert checkpoint_line(SimpleNamespace(checkpoint_callback=None)).startswith("checkpoint: none")
+    assert checkpoint_line(SimpleNamespace(checkpoint_callback=trainer().checkpoint_callback, fast_dev_run=1)) \
+        == "last checkpoint: none saved (fast_dev_run)"
+    done = SimpleNamespace(ckpt_path="x.ckpt", callback_metrics={"val/acc": torch.tensor(0.5), "test/acc": 0.25})
+    assert training_summary(done, "validate").splitlines()[1:] == [
+        "=== validate finished ===", "validated checkpoint: x.ckpt", "metric   value", "-------  -----", "val/acc    0.5"]
+    assert training_summary(done, "test").splitlines()[2:3] == ["tested checkpoint: x.ckpt"]
 
 
 def test_fit_prints_checkpoint_and_metrics(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
