@@ -1,4 +1,4 @@
-"""Train a robust classifier: ``python train.py fit --config configs/digits_smallcnn.yaml``."""
+"""Train a robust classifier: ``python train.py fit --config configs/experiment/digits_smallcnn.yaml``."""
 
 from robustattr.apps.train import train_main
 

@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
 # Launch train.py with torchrun on one node or many (Lightning picks up torchrun's environment).
 #
-#   docker/launch_torchrun.sh --nproc_per_node 8 -- fit --config configs/cifar10_resnet18.yaml --config configs/trainer/ddp.yaml
+#   docker/launch_torchrun.sh --nproc_per_node 8 -- fit --config configs/experiment/cifar10_resnet18.yaml --config configs/trainer/ddp.yaml
 #   # 4 nodes x 8 GPUs: run on every node with its own --node_rank
 #   docker/launch_torchrun.sh --nnodes 4 --nproc_per_node 8 --node_rank 0 --master_addr node0 --master_port 29500 \
-#       -- fit --config configs/cifar10_resnet18.yaml --config configs/trainer/ddp.yaml
-#   docker/launch_torchrun.sh --dry-run --nnodes 2 --nproc_per_node 4 -- fit --config configs/digits_smallcnn.yaml
+#       -- fit --config configs/experiment/cifar10_resnet18.yaml --config configs/trainer/ddp.yaml
+#   docker/launch_torchrun.sh --dry-run --nnodes 2 --nproc_per_node 4 -- fit --config configs/experiment/digits_smallcnn.yaml
 #
 # Options (environment variables of the same upper-case name are the defaults):
 #   --nnodes N          number of nodes (NNODES, default 1)
@@ -50,7 +50,7 @@ for v in nnodes nproc node_rank master_port; do
   [[ "${!v}" =~ ^[0-9]+$ ]] || { echo "launch_torchrun.sh: $v must be a non-negative integer, got '${!v}'" >&2; exit 2; }
 done
 (( node_rank < nnodes )) || { echo "launch_torchrun.sh: node_rank $node_rank must be < nnodes $nnodes" >&2; exit 2; }
-[[ ${#train_args[@]} -gt 0 ]] || train_args=(fit --config configs/digits_smallcnn.yaml)
+[[ ${#train_args[@]} -gt 0 ]] || train_args=(fit --config configs/experiment/digits_smallcnn.yaml)
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 train_py="${TRAIN_PY:-$here/../train.py}"

@@ -15,27 +15,32 @@ class CheckpointError(RuntimeError):
     """A checkpoint cannot be loaded: missing config, or weights that do not fit the architecture."""
 
 
-def _config_yaml(ckpt: dict, config: str | Path | None) -> str:
+def _config_yaml(ckpt: dict, config: str | Path | None) -> tuple[str, Path | None]:
+    """The experiment YAML and the folder its group paths are relative to."""
     if config is not None:
         path = Path(config)
         if not path.is_file():
             raise FileNotFoundError(f"config file not found: {path}")
-        return path.read_text()
+        return path.read_text(), path.resolve().parent
     text = ckpt.get("robustattr_config")
     if not text:
         raise CheckpointError(
             "this checkpoint carries no robustattr config (it was not written by train.py); "
             "pass the experiment YAML with config=... / --config"
         )
-    return str(text)
+    return str(text), None
 
 
-def build_from_config(config_yaml: str) -> tuple[RobustClassifier, BaseDataModule]:
-    """Instantiate the model and DataModule described by an experiment YAML (no training)."""
+def build_from_config(config_yaml: str, base_dir: str | Path | None = None) -> tuple[RobustClassifier, BaseDataModule]:
+    """Instantiate the model and DataModule described by an experiment YAML (no training).
+
+    ``base_dir`` is the folder the YAML was read from (group paths such as
+    ``data: ../data/digits.yaml`` are relative to it).
+    """
     from robustattr.config import instantiate
 
     try:
-        return instantiate(config_yaml)
+        return instantiate(config_yaml, base_dir)
     except ValueError as err:
         raise CheckpointError(str(err)) from None
 
@@ -107,7 +112,7 @@ def load_classifier(
     ckpt = _read(path, device)
     if not isinstance(ckpt, dict) or "state_dict" not in ckpt:
         raise CheckpointError(f"{path} is a PyTorch file but not a Lightning checkpoint (no 'state_dict')")
-    model, datamodule = build_from_config(_config_yaml(ckpt, config))
+    model, datamodule = build_from_config(*_config_yaml(ckpt, config))
     state = ckpt["state_dict"]
     own = model.state_dict()
     missing = sorted(k for k in own if k not in state)

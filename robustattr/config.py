@@ -15,6 +15,7 @@ This module reads no argv and writes no files; it never builds a Trainer.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 __all__ = ["LINKS", "add_links", "build_parser", "instantiate"]
@@ -52,10 +53,36 @@ def build_parser() -> Any:
     return parser
 
 
-def instantiate(config_yaml: str) -> tuple[Any, Any]:
+def _absolute_group_paths(cfg: dict[str, Any], base_dir: Path) -> dict[str, Any]:
+    """Make the group paths of an experiment absolute (``data: ../data/x.yaml``, ``model: {loss: …}``).
+
+    jsonargparse resolves paths relative to the file it reads; a YAML given as a string has no
+    file, so the top-level ``data``/``model`` values and the ``model`` groups that name an
+    existing file relative to ``base_dir`` are rewritten as absolute paths. Paths nested inside
+    those files stay relative to them and are resolved by jsonargparse.
+    """
+
+    def resolve(value: Any) -> Any:
+        if isinstance(value, str) and (base_dir / value).is_file():
+            return str((base_dir / value).resolve())
+        return value
+
+    out = {k: resolve(v) for k, v in cfg.items()}
+    if isinstance(out.get("model"), dict):
+        out["model"] = {k: resolve(v) for k, v in out["model"].items()}
+    return out
+
+
+def instantiate(config_yaml: str, base_dir: str | Path | None = None) -> tuple[Any, Any]:
     """Build ``(RobustClassifier, DataModule)`` from an experiment YAML string (no training, no setup).
 
     Keys other than ``seed_everything``, ``model`` and ``data`` (e.g. ``trainer``) are ignored.
+
+    Args:
+        config_yaml: the experiment YAML (a resolved config stored in a checkpoint, or the text
+            of an experiment file).
+        base_dir: the folder the YAML was read from, for group paths such as
+            ``data: ../data/digits.yaml`` (None: the current directory).
 
     Raises:
         ValueError: the YAML does not describe a valid model and DataModule (the message is
@@ -70,6 +97,7 @@ def instantiate(config_yaml: str) -> tuple[Any, Any]:
     missing = [k for k in ("model", "data") if k not in keep]
     if missing:
         raise ValueError(f"the experiment config has no {' and '.join(missing)} section")
+    keep = _absolute_group_paths(keep, Path(base_dir) if base_dir is not None else Path.cwd())
     parser = build_parser()
     try:
         cfg = parser.parse_object(keep)

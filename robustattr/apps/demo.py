@@ -18,7 +18,7 @@ def main(argv: list[str] | None = None) -> dict[str, str]:
 
     mode = configure_wandb_mode()
     out = Path(argv[0]) if argv else REPO / "outputs"
-    config = REPO / "configs" / "digits_smallcnn.yaml"
+    config = REPO / "configs" / "experiment" / "digits_smallcnn.yaml"
     cli = build_cli(
         ["fit", "--config", str(config), "--trainer.default_root_dir", str(out), "--trainer.logger.init_args.save_dir", str(out)],
         run=True,

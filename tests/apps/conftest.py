@@ -8,7 +8,7 @@ import pytest
 import torch
 
 REPO = Path(__file__).resolve().parents[2]
-CONFIG = REPO / "configs" / "digits_smallcnn.yaml"
+CONFIG = REPO / "configs" / "experiment" / "digits_smallcnn.yaml"
 
 
 @pytest.fixture(scope="session")

@@ -154,7 +154,7 @@ def test_changed_parameter_is_refused_naming_it(digits_checkpoint: Path, tmp_pat
 
 
 def test_architecture_mismatch_is_clear(digits_checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    # configs/digits_smallcnn.yaml has width 32; the checkpoint was trained with width 8
+    # configs/model/smallcnn.yaml has width 32; the checkpoint was trained with width 8
     with pytest.raises(SystemExit) as exc:
         main([*_args("smoothing", digits_checkpoint, tmp_path / "x", 2), "--experiment", str(CONFIG)])
     err = capsys.readouterr().err

@@ -17,7 +17,7 @@ from robustattr.evaluation import Evaluator
 from robustattr.lightning import EvalSubsetCallback, RobustClassifier
 
 REPO = Path(__file__).resolve().parents[2]
-CONFIG = REPO / "configs" / "digits_smallcnn.yaml"
+CONFIG = REPO / "configs" / "experiment" / "digits_smallcnn.yaml"
 
 
 def _csv(tmp_path: Path) -> list[str]:
@@ -67,11 +67,11 @@ def test_checkpoint_mismatch_and_missing(tmp_path: Path) -> None:
     cli = build_cli(["fit", "--config", str(CONFIG), "--trainer.max_epochs", "1", "--trainer.limit_train_batches", "2",
                      "--trainer.limit_val_batches", "1", *_csv(tmp_path)])
     ckpt = cli.trainer.checkpoint_callback.best_model_path
-    bad = yaml.safe_load(CONFIG.read_text())
-    bad["model"]["backbone"]["init_args"]["width"] = 8
+    bad = {"model": {"backbone": {"class_path": "robustattr.models.SmallCNN", "init_args": {"width": 8}}},
+           "data": str(REPO / "configs" / "data" / "digits.yaml")}
     bad_path = tmp_path / "bad.yaml"
     bad_path.write_text(yaml.safe_dump(bad))
-    with pytest.raises(CheckpointError, match="architecture mismatch"):
+    with pytest.raises(CheckpointError, match="another architecture"):
         load_classifier(ckpt, config=bad_path)
     with pytest.raises(FileNotFoundError, match="checkpoint not found"):
         load_classifier(tmp_path / "nope.ckpt")

@@ -233,7 +233,7 @@ def test_download_true_offline_raises_clear_error(cls: type, tmp_path: Path, mon
 def test_configs_instantiate_and_link_data_statistics(config: str, dm_name: str, k: int) -> None:
     from robustattr.apps.train import build_cli
 
-    path = Path(__file__).resolve().parents[2] / "configs" / f"{config}.yaml"
+    path = Path(__file__).resolve().parents[2] / "configs" / "experiment" / f"{config}.yaml"
     cli = build_cli(["--config", str(path), "--trainer.logger", "false"], run=False)
     dm = cli.datamodule
     assert type(dm).__name__ == dm_name and dm.download is False

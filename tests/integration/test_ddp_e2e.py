@@ -18,7 +18,7 @@ import pytest
 from tests.wandb_offline import find_offline_runs, read_offline_run
 
 REPO = Path(__file__).resolve().parents[2]
-ALL = REPO / "configs" / "digits_smallcnn_all_callbacks.yaml"
+ALL = REPO / "configs" / "experiment" / "digits_smallcnn_all_callbacks.yaml"
 DDP = REPO / "configs" / "trainer" / "ddp_cpu.yaml"
 pytestmark = [pytest.mark.slow, pytest.mark.ddp]
 
@@ -95,7 +95,7 @@ def test_validate_two_processes_equal_one(ddp_fit: Path, tmp_path: Path) -> None
 
 
 def test_resume_under_ddp_matches_uninterrupted(tmp_path: Path) -> None:
-    base = ["--config", str(REPO / "configs" / "digits_smallcnn.yaml"), "--config", str(DDP),
+    base = ["--config", str(REPO / "configs" / "experiment" / "digits_smallcnn.yaml"), "--config", str(DDP),
             "--trainer.limit_train_batches", "4"]
     _train(["fit", *base, "--trainer.max_epochs", "2", *_csv_args(tmp_path, "full")], tmp_path)
     _train(["fit", *base, "--trainer.max_epochs", "1", *_csv_args(tmp_path, "part")], tmp_path)

@@ -27,7 +27,7 @@ def test_bash_syntax(script: str) -> None:
 def test_torchrun_dry_run_multinode() -> None:
     out = _run([str(DOCKER / "launch_torchrun.sh"), "--dry-run", "--nnodes", "4", "--nproc_per_node", "8",
                 "--node_rank", "2", "--master_addr", "node0", "--master_port", "29400", "--",
-                "fit", "--config", "configs/cifar10_resnet18.yaml", "--config", "configs/trainer/ddp.yaml"])
+                "fit", "--config", "configs/experiment/cifar10_resnet18.yaml", "--config", "configs/trainer/ddp.yaml"])
     assert out.returncode == 0, out.stderr
     words = out.stdout.split()
     assert words[0] == "torchrun"
@@ -47,7 +47,7 @@ def test_torchrun_rejects_bad_rank() -> None:
 
 
 def test_slurm_dry_run_uses_slurm_env() -> None:
-    out = _run(["bash", str(DOCKER / "slurm.sbatch"), "fit", "--config", "configs/digits_smallcnn.yaml"],
+    out = _run(["bash", str(DOCKER / "slurm.sbatch"), "fit", "--config", "configs/experiment/digits_smallcnn.yaml"],
                env={"DRY_RUN": "1", "SLURM_NNODES": "3", "SLURM_NTASKS_PER_NODE": "4(x3)"})
     assert out.returncode == 0, out.stderr
     words = out.stdout.split()

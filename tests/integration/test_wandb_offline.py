@@ -27,7 +27,7 @@ def test_offline_when_no_key(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) ->
 def test_fit_logs_history_and_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("WANDB_DIR", str(tmp_path))
     build_cli([
-        "fit", "--config", str(REPO / "configs" / "digits_smallcnn.yaml"),
+        "fit", "--config", str(REPO / "configs" / "experiment" / "digits_smallcnn.yaml"),
         "--trainer.max_epochs", "1", "--trainer.limit_train_batches", "3", "--trainer.limit_val_batches", "2",
         "--trainer.enable_progress_bar", "false", "--trainer.default_root_dir", str(tmp_path),
         "--trainer.logger.init_args.save_dir", str(tmp_path),

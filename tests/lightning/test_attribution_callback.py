@@ -111,12 +111,17 @@ def test_train_py_attr_eval_config_logs_to_offline_wandb(tmp_path: Path, monkeyp
     from robustattr.apps.train import build_cli
     from tests.wandb_offline import find_offline_runs, read_offline_run
 
-    cfg = yaml.safe_load((REPO / "configs" / "digits_smallcnn_attr_eval.yaml").read_text())
-    cb = cfg["trainer"]["callbacks"][0]
+    experiment = REPO / "configs" / "experiment" / "digits_smallcnn_attr_eval.yaml"
+    cfg = yaml.safe_load(experiment.read_text())
+    assert cfg["trainer"]["callbacks"] == ["../callbacks/attr_eval.yaml"]
+    cb = yaml.safe_load((REPO / "configs" / "callbacks" / "attr_eval.yaml").read_text())
     assert cb["class_path"] == "robustattr.lightning.AttributionRobustnessCallback"
     cb["init_args"]["num_samples"] = 4
     for atk in cb["init_args"]["evaluator"]["attacks"].values():
         atk["init_args"]["steps"] = 2
+    cfg["trainer"]["callbacks"] = [cb]
+    cfg["model"] = {k: str((experiment.parent / v).resolve()) for k, v in cfg["model"].items()}
+    cfg["data"] = str((experiment.parent / cfg["data"]).resolve())
     path = tmp_path / "attr_eval_small.yaml"
     path.write_text(yaml.safe_dump(cfg))
     monkeypatch.setenv("WANDB_DIR", str(tmp_path))
