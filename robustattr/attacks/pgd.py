@@ -57,6 +57,38 @@ def check_nonnegative(name: str, value: float) -> None:
         raise ValueError(f"{name} must be >= 0, got {value!r}")
 
 
+class PositiveParameter:
+    """Descriptor for a settable budget parameter (ε, step size α) that must stay ``> 0``.
+
+    Assigning a non-positive value raises ``ValueError`` naming the parameter, both in
+    ``__init__`` and later (e.g. when a warm-up schedule ramps ε during training, as in the
+    curriculum of Cai et al. 2018, arXiv:1805.04807, or the ε ramp of Gowal et al. 2018,
+    arXiv:1810.12715). With ``forward_to="inner"`` the value lives on ``self.inner.<name>``
+    (objectives that delegate their inner maximisation), so one assignment updates the
+    attack that reads it.
+    """
+
+    def __init__(self, forward_to: str | None = None) -> None:
+        self.forward_to = forward_to
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name, self.slot = name, f"_{name}"
+
+    def __get__(self, obj: object, objtype: type | None = None) -> float:
+        if obj is None:
+            return self  # type: ignore[return-value]
+        if self.forward_to is not None:
+            return getattr(getattr(obj, self.forward_to), self.name)
+        return getattr(obj, self.slot)
+
+    def __set__(self, obj: object, value: float) -> None:
+        if self.forward_to is not None:
+            setattr(getattr(obj, self.forward_to), self.name, value)
+            return
+        check_positive(self.name, value)
+        setattr(obj, self.slot, value)
+
+
 def check_count(name: str, value: int, minimum: int = 1) -> None:
     """Raise ``ValueError`` naming ``name`` unless ``value`` is an integer ``>= minimum``."""
     if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
@@ -182,7 +214,12 @@ class PGD:
     Call: ``pgd(model, x, y, sample_seeds=None)``. ``sample_seeds: [B]`` (e.g. ``seed +
     dataset_index``) gives sample i the random start ``Generator(sample_seeds_i + 7919·restart)``
     instead of ``noise_seed``: independent of batching, sharding and the sample's pixels.
+
+    ``eps`` and ``step_size`` stay settable after construction (validated ``> 0``).
     """
+
+    eps = PositiveParameter()
+    step_size = PositiveParameter()
 
     def __init__(
         self,
@@ -194,8 +231,6 @@ class PGD:
         restarts: int = 1,
         noise_seed: int | None = None,
     ) -> None:
-        check_positive("eps", eps)
-        check_positive("step_size", step_size)
         check_count("steps", steps)
         check_norm(norm)
         check_count("restarts", restarts)

@@ -7,6 +7,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from robustattr.attacks.pgd import (
+    PositiveParameter,
     check_count,
     check_nonnegative,
     check_positive,
@@ -100,7 +101,13 @@ class ARTLoss:
         random_start: start the inner attack uniformly in the ball (default: at ``x``).
         noise_seed: ``None`` or a seed for batch-independent per-sample random starts.
     Shapes: ``x: [B, C, H, W]`` in [0,1], ``y: [B]``.
+
+    ``eps`` and ``step_size`` stay settable after construction (validated ``> 0``), e.g. by
+    :class:`robustattr.lightning.BudgetWarmup`.
     """
+
+    eps = PositiveParameter()
+    step_size = PositiveParameter()
 
     def __init__(
         self,
@@ -114,8 +121,6 @@ class ARTLoss:
         noise_seed: int | None = None,
     ) -> None:
         check_nonnegative("triplet_weight", triplet_weight)
-        check_positive("eps", eps)
-        check_positive("step_size", step_size)
         check_count("steps", steps)
         check_count("top_k", top_k)
         check_positive("softplus_beta", softplus_beta)

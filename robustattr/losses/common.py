@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from robustattr.attacks.pgd import (
+    PositiveParameter,
     check_count,
     check_norm,
     check_positive,
@@ -40,7 +41,11 @@ class TradesInner:
     Starts at ``x + σ·N(0, I)`` (σ = 0.001), ``steps`` sign (ℓ∞) or normalised (ℓ2) steps of
     size α, model in eval mode (mode restored), ``p(x)`` fixed (detached) during the ascent,
     result detached. Cost: ``steps`` forward+backward passes plus one clean forward.
+    ``eps`` and ``step_size`` stay settable after construction (validated ``> 0``).
     """
+
+    eps = PositiveParameter()
+    step_size = PositiveParameter()
 
     def __init__(
         self,
@@ -51,8 +56,6 @@ class TradesInner:
         start_sigma: float = 0.001,
         noise_seed: int | None = None,
     ) -> None:
-        check_positive("eps", eps)
-        check_positive("step_size", step_size)
         check_count("steps", steps)
         check_norm(norm)
         check_positive("start_sigma", start_sigma)

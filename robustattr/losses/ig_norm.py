@@ -6,6 +6,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from robustattr.attacks.pgd import (
+    PositiveParameter,
     check_count,
     check_nonnegative,
     check_norm,
@@ -46,7 +47,13 @@ class IGNormLoss:
         softplus_beta: β of the softplus surrogate used by the inner maximisation (10).
         noise_seed: ``None`` or a seed for batch-independent per-sample random starts.
     Shapes: ``x: [B, C, H, W]`` in [0,1], ``y: [B]``.
+
+    ``eps`` and ``step_size`` stay settable after construction (validated ``> 0``), e.g. by
+    :class:`robustattr.lightning.BudgetWarmup`.
     """
+
+    eps = PositiveParameter()
+    step_size = PositiveParameter()
 
     def __init__(
         self,
@@ -64,8 +71,6 @@ class IGNormLoss:
     ) -> None:
         check_nonnegative("lam", lam)
         check_nonnegative("beta", beta)
-        check_positive("eps", eps)
-        check_positive("step_size", step_size)
         check_count("steps", steps)
         check_norm(norm)
         check_positive("softplus_beta", softplus_beta)

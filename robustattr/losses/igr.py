@@ -7,6 +7,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from robustattr.attacks.pgd import (
+    PositiveParameter,
     check_count,
     check_nonnegative,
     check_norm,
@@ -54,7 +55,14 @@ class IGRLoss:
         start_sigma: σ of the TRADES Gaussian start (0.001).
         noise_seed: ``None`` or a seed for batch-independent per-sample random starts.
     Shapes: ``x: [B, C, H, W]`` in [0,1], ``y: [B]``.
+
+    ``eps`` and ``step_size`` are settable after construction (one value, stored on the KL
+    inner maximisation and read by both inner modes), e.g. by
+    :class:`robustattr.lightning.BudgetWarmup`.
     """
+
+    eps = PositiveParameter(forward_to="kl_inner")
+    step_size = PositiveParameter(forward_to="kl_inner")
 
     def __init__(
         self,
@@ -79,17 +87,15 @@ class IGRLoss:
             raise ValueError(f"inner must be one of {_INNERS} or None, got {inner!r}")
         check_nonnegative("lam", lam)
         check_nonnegative("beta", beta)
-        check_positive("eps", eps)
-        check_positive("step_size", step_size)
         check_count("steps", steps)
         check_norm(norm)
         check_count("ig_steps", ig_steps)
         check_count("inner_ig_steps", inner_ig_steps)
         check_positive("softplus_beta", softplus_beta)
         self.lam, self.base, self.inner, self.beta = lam, base, inner, beta
-        self.eps, self.step_size, self.steps, self.norm = eps, step_size, steps, norm
-        self.ig_steps, self.inner_ig_steps, self.softplus_beta, self.noise_seed = ig_steps, inner_ig_steps, softplus_beta, noise_seed
         self.kl_inner = TradesInner(eps, step_size, steps, norm, start_sigma, noise_seed)
+        self.steps, self.norm = steps, norm
+        self.ig_steps, self.inner_ig_steps, self.softplus_beta, self.noise_seed = ig_steps, inner_ig_steps, softplus_beta, noise_seed
 
     def attack(self, model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
         """The perturbed point ``x'`` (detached ``[B, C, H, W]``) for the configured ``inner``."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from robustattr.attacks.pgd import PGD
+from robustattr.attacks.pgd import PGD, PositiveParameter
 from robustattr.losses.base import LossOutput, checked_loss
 from robustattr.registry import register
 
@@ -28,7 +28,13 @@ class PGDAdversarialLoss:
         noise_seed: ``None`` (global RNG) or a seed for batch-independent per-sample random
             starts (:func:`robustattr.attacks.pgd.draw_noise`).
     Shapes: ``x: [B, C, H, W]`` in [0,1], ``y: [B]``.
+
+    ``eps`` and ``step_size`` are settable after construction (they forward to the inner
+    :class:`~robustattr.attacks.PGD`), e.g. by :class:`robustattr.lightning.BudgetWarmup`.
     """
+
+    eps = PositiveParameter(forward_to="attack")
+    step_size = PositiveParameter(forward_to="attack")
 
     def __init__(
         self,

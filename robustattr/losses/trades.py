@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from robustattr.attacks.pgd import check_nonnegative
+from robustattr.attacks.pgd import PositiveParameter, check_nonnegative
 from robustattr.losses.base import LossOutput, checked_loss
 from robustattr.losses.common import TradesInner, kl_per_sample
 from robustattr.registry import register
@@ -37,7 +37,13 @@ class TRADESLoss:
         norm: ``"linf"`` or ``"l2"``.
         start_sigma: σ of the Gaussian start (0.001).
         noise_seed: ``None`` or a seed for batch-independent per-sample starts.
+
+    ``eps`` and ``step_size`` are settable after construction (they forward to the inner
+    maximisation), e.g. by :class:`robustattr.lightning.BudgetWarmup`.
     """
+
+    eps = PositiveParameter(forward_to="inner")
+    step_size = PositiveParameter(forward_to="inner")
 
     def __init__(
         self,
