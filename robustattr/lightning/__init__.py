@@ -1,4 +1,4 @@
-"""Lightning integration: RobustClassifier and the validation-time evaluation callbacks."""
+"""Lightning integration: RobustClassifier, the validation-time evaluation callbacks and training schedules."""
 
 from robustattr.lightning.attribution_callback import (
     AttributionMapLogger,
@@ -8,5 +8,6 @@ from robustattr.lightning.bounds_callback import WorstCaseBoundCallback
 from robustattr.lightning.certification_callback import CertificationCallback
 from robustattr.lightning.eval_base import EvalSubsetCallback
 from robustattr.lightning.module import RobustClassifier
+from robustattr.lightning.schedules import BudgetWarmup
 
-__all__ = ["AttributionMapLogger", "AttributionRobustnessCallback", "CertificationCallback", "EvalSubsetCallback", "RobustClassifier", "WorstCaseBoundCallback"]
+__all__ = ["AttributionMapLogger", "AttributionRobustnessCallback", "BudgetWarmup", "CertificationCallback", "EvalSubsetCallback", "RobustClassifier", "WorstCaseBoundCallback"]
