@@ -62,12 +62,7 @@ class BudgetWarmup(Callback):
     ``ε`` and ``α`` are the values the objective was configured with (read once, at the
     first ``fit``); they are restored when fitting ends, also when it ends inside the ramp.
     The schedule depends only on the epoch and batch index, so a resumed run continues
-    on it.
-
-    ``weight`` optionally names a regulariser weight of the objective (e.g. ``"beta"`` of
-    SSR, ``"lam"`` of IG-NORM) that is ramped with the same ``φ``: ``w_t = w · φ``. SSR has
-    no ε; its curvature term is what keeps a randomly initialised network from fitting the
-    labels in the first epoch, so there the weight is the only thing to warm up. Works with every objective that exposes settable ``eps`` (and ``step_size``):
+    on it. Works with every objective that exposes settable ``eps`` (and ``step_size``):
     PGD-AT (Madry et al., ICLR 2018, arXiv:1706.06083), TRADES (Zhang et al., ICML 2019,
     arXiv:1901.08573), IG-NORM / IG-SUM-NORM (Chen et al., NeurIPS 2019, arXiv:1905.09957),
     ART (Singh et al., ECCV 2020, arXiv:1911.13073), IGR / TRADES+IGR (Wang & Kong,
@@ -78,33 +73,24 @@ class BudgetWarmup(Callback):
         warmup_epochs: ``E_w > 0``, length of the ramp in (possibly fractional) epochs.
         start_fraction: ``s ∈ [0, 1]``, fraction of ε at the start of training.
         scale_step_size: also scale the objective's ``step_size`` by ``ε_t/ε``.
-        weight: name of a regulariser-weight attribute of the objective to ramp as well
-            (``None``: only the budget).
 
     Raises:
-        ValueError: on bad arguments; at ``fit`` start if ``pl_module.loss`` has neither a
-            settable ``eps`` nor the named ``weight`` (e.g. :class:`~robustattr.losses.StandardLoss`),
-            or if the number of training batches per epoch is unknown (infinite).
+        ValueError: on bad arguments, or at ``fit`` start if the module has no ``loss``
+            with a settable ``eps`` (e.g. :class:`~robustattr.losses.StandardLoss`), or if
+            the number of training batches per epoch is unknown (infinite).
     """
 
-    def __init__(
-        self, warmup_epochs: float = 2.0, start_fraction: float = 0.0, scale_step_size: bool = True, weight: str | None = None
-    ) -> None:
+    def __init__(self, warmup_epochs: float = 2.0, start_fraction: float = 0.0, scale_step_size: bool = True) -> None:
         super().__init__()
         _check_schedule(warmup_epochs, start_fraction)
-        if weight is not None and not (isinstance(weight, str) and weight.isidentifier()):
-            raise ValueError(f"weight must be None or an attribute name, got {weight!r}")
         self.warmup_epochs, self.start_fraction, self.scale_step_size = warmup_epochs, start_fraction, scale_step_size
-        self.weight = weight
         self.targets: dict[str, float] | None = None
 
     def _loss(self, pl_module: L.LightningModule) -> object:
         loss = getattr(pl_module, "loss", None)
-        if self.weight is not None and not hasattr(loss, self.weight):
-            raise ValueError(f"BudgetWarmup: {type(loss).__name__} (pl_module.loss) has no weight `{self.weight}`")
-        if self.weight is None and not hasattr(loss, "eps"):
+        if loss is None or not hasattr(loss, "eps"):
             raise ValueError(
-                f"BudgetWarmup needs a training objective with a perturbation budget `eps` (or a `weight` to ramp); "
+                f"BudgetWarmup needs a training objective with a perturbation budget `eps`; "
                 f"got {type(loss).__name__} (pl_module.loss)"
             )
         return loss
@@ -112,16 +98,11 @@ class BudgetWarmup(Callback):
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         loss = self._loss(pl_module)
         if self.targets is None:
-            targets: dict[str, float] = {}
-            if hasattr(loss, "eps"):
-                targets["eps"] = float(loss.eps)  # type: ignore[attr-defined]
-                if self.scale_step_size:
-                    if not hasattr(loss, "step_size"):
-                        raise ValueError(f"scale_step_size=True but {type(loss).__name__} has no `step_size`")
-                    targets["step_size"] = float(loss.step_size)  # type: ignore[attr-defined]
-            if self.weight is not None:
-                targets[self.weight] = float(getattr(loss, self.weight))
-            self.targets = targets
+            self.targets = {"eps": float(loss.eps)}  # type: ignore[attr-defined]
+            if self.scale_step_size:
+                if not hasattr(loss, "step_size"):
+                    raise ValueError(f"scale_step_size=True but {type(loss).__name__} has no `step_size`")
+                self.targets["step_size"] = float(loss.step_size)  # type: ignore[attr-defined]
 
     def fraction(self, trainer: L.Trainer, batch_idx: int) -> float:
         """``φ(e + (b + 1)/n)`` for the current epoch ``e`` and batch ``b``."""
@@ -147,5 +128,5 @@ class BudgetWarmup(Callback):
     def __repr__(self) -> str:
         return (
             f"BudgetWarmup(warmup_epochs={self.warmup_epochs}, start_fraction={self.start_fraction}, "
-            f"scale_step_size={self.scale_step_size}, weight={self.weight!r})"
+            f"scale_step_size={self.scale_step_size})"
         )

@@ -124,33 +124,6 @@ def test_objective_without_budget_is_rejected(loss: object) -> None:
         _fit(loss, BudgetWarmup(), epochs=1, batches=1)
 
 
-class _SSRRecorder(SSRLoss):
-    """SSR that records its weight β at every call."""
-
-    def __init__(self, beta: float) -> None:
-        super().__init__(beta=beta, scale=15.0)
-        self.seen: list[float] = []
-
-    def __call__(self, model: nn.Module, x: Tensor, y: Tensor) -> LossOutput:
-        self.seen.append(self.beta)
-        return super().__call__(model, x, y)
-
-
-def test_weight_ramp_without_budget() -> None:
-    """SSR has no ε: ``weight="beta"`` ramps β alone, β_t = β·(b+1)/(n·E_w) during the ramp."""
-    loss = _SSRRecorder(beta=0.4)
-    _fit(loss, BudgetWarmup(warmup_epochs=1.0, weight="beta"), epochs=2, batches=2)
-    assert loss.seen == pytest.approx([0.2, 0.4, 0.4, 0.4], rel=1e-12)
-    assert loss.beta == 0.4
-
-
-def test_missing_weight_is_rejected() -> None:
-    with pytest.raises(ValueError, match="gamma"):
-        _fit(SSRLoss(), BudgetWarmup(weight="gamma"), epochs=1, batches=1)
-    with pytest.raises(ValueError, match="weight"):
-        BudgetWarmup(weight="not a name")
-
-
 # ---- the settable budget reaches every inner maximisation ------------------------------
 def _inner_points(loss: object, model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
     if isinstance(loss, TRADESLoss):
