@@ -220,7 +220,10 @@ class ProjectedAscentAttack:
         contract.check_model_output(out, x.shape[0])
         return out.argmax(dim=1)
 
-    def __call__(self, model: nn.Module, x: Tensor, y: Tensor, sample_seeds: Tensor | Sequence[int] | None = None) -> AttackResult:
+    def __call__(
+        self, model: nn.Module, x: Tensor, y: Tensor, sample_seeds: Tensor | Sequence[int] | None = None,
+        *, check_range: bool = True,
+    ) -> AttackResult:
         """Attack ``x: [B, C, H, W]`` (in [0, 1]) with labels ``y: [B]``.
 
         Args:
@@ -228,11 +231,13 @@ class ProjectedAscentAttack:
             x, y: clean inputs and labels.
             sample_seeds: optional per-sample seeds ``[B]`` (e.g. ``seed + dataset_index``) so
                 that random starts and noise do not depend on batching or DDP sharding.
+            check_range: ``False`` lets pixels outside [0, 1] through the input check
+                (:func:`robustattr.utils.contract.range_option`; iterates are still projected onto [0, 1]).
 
         Raises:
             ValueError: the input contract is violated (see the module docstring).
         """
-        with contract.entry() as outer, eval_mode(model):
+        with contract.range_option(check_range), contract.entry() as outer, eval_mode(model):
             if outer:
                 contract.check_call(model, x, y)
             return self._run(model, x.detach(), y, sample_seeds)
