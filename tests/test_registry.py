@@ -224,8 +224,10 @@ def _bad_case(case: str, x: Tensor, y: Tensor, model: nn.Module) -> tuple[Tensor
 CASES = ["all_nan_image", "nan_pixel", "inf_pixel", "x255", "label_out_of_range", "vector_output"]
 
 
-def _call(kind: str, unit: Any, model: nn.Module, x: Tensor, y: Tensor) -> Any:
-    return unit(model, x, y)
+def _call(kind: str, unit: Any, model: nn.Module, x: Tensor, y: Tensor, **kwargs: Any) -> Any:
+    if kind == "evaluator":
+        return unit.evaluate(model, x, y, torch.arange(x.shape[0]), **kwargs)
+    return unit(model, x, y, **kwargs)
 
 
 @pytest.mark.parametrize("case", CASES)
@@ -239,16 +241,75 @@ def test_input_contract_refuses_bad_input(kind: str, name: str, case: str) -> No
         _call(kind, unit, model, x, y)
 
 
-@pytest.mark.parametrize(("kind", "name"), [(k, n) for k in ("attribution", "attack", "loss") for n in registry.available(k)])
-def test_range_check_off_lets_other_pixel_conventions_through(kind: str, name: str) -> None:
+@pytest.mark.parametrize("how", ["context", "keyword"])
+@pytest.mark.parametrize(
+    ("kind", "name"), [(k, n) for k in ("attribution", "attack", "loss", "evaluator") for n in registry.available(k)]
+)
+def test_range_check_off_lets_other_pixel_conventions_through(kind: str, name: str, how: str) -> None:
+    """``with range_check(False):`` and the entry's ``check_range=False`` are the same switch (the
+    "context" case calls with the default ``check_range=True``, which keeps the enclosing setting)."""
     from robustattr.utils import range_check
+    from robustattr.utils.contract import range_check_enabled
 
     unit = construct(registry.get(kind, name))
     model = _model()
     x, y = _batch()
-    with range_check(False):
-        out = _call(kind, unit, model, 255 * x, y)
+    with pytest.raises(ValueError, match=r"lie outside \[0, 1\].*check_range=False"):
+        _call(kind, unit, model, 255 * x, y)
+    if how == "context":
+        with range_check(False):
+            out = _call(kind, unit, model, 255 * x, y)
+    else:
+        out = _call(kind, unit, model, 255 * x, y, check_range=False)
     assert out is not None
+    assert range_check_enabled()  # restored after the call
+    if how == "keyword":  # NaN is still refused with the range check off
+        x_nan = 255 * x
+        x_nan[1, 0, 3, 3] = float("nan")
+        with pytest.raises(ValueError, match=r"^x: samples \[1\] contain NaN/inf$"):
+            _call(kind, unit, model, x_nan, y, check_range=False)
+
+
+def _other_entries() -> dict[str, Any]:
+    """The public entries that are not registered units: ``name -> f(model, x, y, **kw)``."""
+    from robustattr.attributions import GradientSHAP, SmoothGrad
+    from robustattr.bounds import full_jacobian, top_singular, worst_case_bounds
+    from robustattr.certify import UniformSmoothingCertifier
+    from robustattr.evaluation import evaluate_bounds
+
+    sal = Saliency()
+    cert = UniformSmoothingCertifier(Saliency(), radius=0.3, n_samples=4, eps_grid=(1e-3,), taus=(0.5,))
+    sg, gs = SmoothGrad(sigma=0.1, n_samples=2), GradientSHAP(n_samples=2)
+
+    def metric_update(model: nn.Module, x: Tensor, y: Tensor, **kw: Any) -> Any:
+        m = registry.build("metric", "max_sensitivity", n_samples=2)
+        m.update(model, x, y, index=torch.arange(3), **kw)
+        return m.compute()
+
+    return {
+        "smoothgrad.attribute_with_noise": lambda m, x, y, **kw: sg.attribute_with_noise(m, x, y, sg.sample_noise(x), **kw),
+        "gradient_shap.attribute_with_noise": lambda m, x, y, **kw: gs.attribute_with_noise(m, x, y, gs.sample_noise(x), **kw),
+        "certify": lambda m, x, y, **kw: cert.certify(m, x, **kw),
+        "min_radius": lambda m, x, y, **kw: cert.min_radius(m, x, 1e-3, 0.5, [0.3], **kw),
+        "top_singular": lambda m, x, y, **kw: top_singular(sal, m, x, y, iters=2, **kw),
+        "full_jacobian": lambda m, x, y, **kw: full_jacobian(sal, m, x[:1], y[:1], chunk_size=392, **kw),
+        "worst_case_bounds": lambda m, x, y, **kw: worst_case_bounds(sal, m, x, y, eps=0.1, iters=2, **kw),
+        "evaluate_bounds": lambda m, x, y, **kw: evaluate_bounds(m, sal, x, y, eps=0.1, attack_repeats=1, attack_steps=1, iters=2, **kw),
+        "robustness_metric.per_sample": lambda m, x, y, **kw: registry.build("metric", "relative_input_stability", n_samples=2).per_sample(m, x, y, index=torch.arange(3), **kw),
+        "consistency.per_sample": lambda m, x, y, **kw: registry.build("metric", "consistency").per_sample(m, x, y, **kw),
+        "robustness_metric.update": metric_update,
+    }
+
+
+@pytest.mark.filterwarnings("ignore:.*(ReLU activations|max pooling).*:UserWarning")
+@pytest.mark.parametrize("entry", list(_other_entries()))
+def test_check_range_keyword_of_the_other_public_entries(entry: str) -> None:
+    fn = _other_entries()[entry]
+    model = _model()
+    x, y = _batch()
+    with pytest.raises(ValueError, match=r"lie outside \[0, 1\]"):
+        fn(model, 255 * x, y)
+    assert fn(model, 255 * x, y, check_range=False) is not None
 
 
 @pytest.mark.parametrize("value", [float("nan"), float("inf"), float("-inf")])

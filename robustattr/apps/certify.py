@@ -2,7 +2,7 @@
 
 Synopsis::
 
-    certify.py {smoothing|bounds|attack} --checkpoint C [--output O] [--experiment exp.yaml]
+    certify.py {smoothing|bounds|attack|robustness} --checkpoint C [--output O] [--experiment exp.yaml]
         [--split val] [--num_samples 100 | --indices 3,17,42] [--subset_seed 0] [--batch_size B]
         [--device cpu] [--progress | --no_progress] [--debug] [--config opts.yaml] [--print_config]
         <the evaluator's own options, e.g. --radius 0.5 --n_samples 1000
@@ -19,6 +19,10 @@ validation callbacks):
   arXiv:2303.00340); ``--attack_repeats`` defaults to 5 here (0 in the callback).
 - ``attack``: attribution attacks and metrics
   (:class:`~robustattr.evaluation.attribution_attack.AttributionAttackEvaluator`).
+- ``robustness``: Quantus-definition robustness metrics of the attributions (Max-Sensitivity,
+  Local Lipschitz Estimate, Relative Input Stability, … with ``--metrics``;
+  :class:`~robustattr.evaluation.robustness.RobustnessEvaluator`; A. Hedström et al., JMLR 2023,
+  arXiv:2202.06861).
 
 ``--config`` reads options of this command from YAML (what ``--print_config`` writes);
 ``--experiment`` is the experiment YAML that rebuilds the model and data when the checkpoint
@@ -96,6 +100,7 @@ def subcommands() -> dict[str, Subcommand]:
     """The subcommands of ``certify.py`` and their evaluators."""
     from robustattr.evaluation.attribution_attack import AttributionAttackEvaluator
     from robustattr.evaluation.bounds import BoundsEvaluator
+    from robustattr.evaluation.robustness import RobustnessEvaluator
     from robustattr.evaluation.smoothing import SmoothingEvaluator
 
     return {
@@ -109,6 +114,11 @@ def subcommands() -> dict[str, Subcommand]:
         ),
         "attack": Subcommand(
             AttributionAttackEvaluator, "attribution attacks and robustness metrics (top-k, LENS, Kendall, ...)",
+            {"batch_size": 16},
+        ),
+        "robustness": Subcommand(
+            RobustnessEvaluator,
+            "Quantus-definition robustness metrics (Max-Sensitivity, Local Lipschitz Estimate, Relative Input Stability, ...)",
             {"batch_size": 16},
         ),
     }

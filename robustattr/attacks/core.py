@@ -26,6 +26,7 @@ attribution on the original network).
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -94,34 +95,29 @@ class RandomStreams:
         return self.draw(u, 1, shape)[0]
 
 
-def _noise_sampler(attribution: Attribution) -> Callable[..., Tensor] | None:
-    """Sampler of a smoothed attribution's noise with the ``(n, shape, generator, device, dtype)`` signature."""
-    draw = getattr(attribution, "_draw", None)
-    if draw is None:
-        return None
-    return lambda n, shape, generator=None, device=None, dtype=torch.float32: draw(n, shape, generator, device, dtype)
-
-
-def attribution_noise(attribution: Attribution, x: Tensor, streams: RandomStreams) -> Tensor | None:
-    """A fixed noise draw ``[n, B, C, H, W]`` for a smoothed attribution (None if not smoothed).
+def attribution_noise(attribution: Attribution, x: Tensor, streams: RandomStreams) -> Any:
+    """A fixed noise draw for a randomised attribution (None if it draws no noise).
 
     Common random numbers: the same draw is used for ``g(x)`` and every ``g(x̃)`` of a restart.
-    Per-sample streams are used when the attribution exposes its sampler, so results do not
-    depend on batching; otherwise ``attribution.sample_noise(x)``.
+    Attributions with ``sample_noise`` and ``attribute_with_noise`` are randomised: the
+    noise-averaged ones (SmoothGrad, Uniform Gradient, …) return ``[n, B, C, H, W]``,
+    GradientSHAP a :class:`~robustattr.attributions.gradient_shap.GradientSHAPDraw`. With
+    per-sample streams (``sample_seeds``) the draw is ``sample_noise(x, generators=streams.per_sample)``:
+    sample b's draw comes from its own generator alone, so results do not depend on batching.
+    Otherwise (or if ``sample_noise`` takes no ``generators``) ``attribution.sample_noise(x)``.
     """
-    if not (hasattr(attribution, "sample_noise") and hasattr(attribution, "attribute_with_noise")):
+    sample = getattr(attribution, "sample_noise", None)
+    if sample is None or not hasattr(attribution, "attribute_with_noise"):
         return None
-    sampler = _noise_sampler(attribution)
-    n = getattr(attribution, "n_samples", None)
-    if sampler is not None and n is not None and streams.per_sample is not None:
-        return streams.draw(sampler, int(n), tuple(x.shape[1:]))
-    return attribution.sample_noise(x)  # type: ignore[attr-defined]
+    if streams.per_sample is not None and "generators" in inspect.signature(sample).parameters:
+        return sample(x, generators=streams.per_sample)
+    return sample(x)
 
 
 def attribution_with_noise(
-    attribution: Attribution, model: nn.Module, x: Tensor, y: Tensor, noise: Tensor | None, create_graph: bool = False
+    attribution: Attribution, model: nn.Module, x: Tensor, y: Tensor, noise: Any, create_graph: bool = False
 ) -> Tensor:
-    """``g(x)`` with a fixed noise draw when the attribution is smoothed; ``[B, C, H, W]``."""
+    """``g(x)`` with a fixed noise draw (:func:`attribution_noise`) when the attribution is randomised; ``[B, C, H, W]``."""
     if noise is None:
         return attribution(model, x, y, create_graph=create_graph)
     return attribution.attribute_with_noise(model, x, y, noise, create_graph=create_graph)  # type: ignore[attr-defined]
@@ -224,7 +220,10 @@ class ProjectedAscentAttack:
         contract.check_model_output(out, x.shape[0])
         return out.argmax(dim=1)
 
-    def __call__(self, model: nn.Module, x: Tensor, y: Tensor, sample_seeds: Tensor | Sequence[int] | None = None) -> AttackResult:
+    def __call__(
+        self, model: nn.Module, x: Tensor, y: Tensor, sample_seeds: Tensor | Sequence[int] | None = None,
+        *, check_range: bool = True,
+    ) -> AttackResult:
         """Attack ``x: [B, C, H, W]`` (in [0, 1]) with labels ``y: [B]``.
 
         Args:
@@ -232,11 +231,13 @@ class ProjectedAscentAttack:
             x, y: clean inputs and labels.
             sample_seeds: optional per-sample seeds ``[B]`` (e.g. ``seed + dataset_index``) so
                 that random starts and noise do not depend on batching or DDP sharding.
+            check_range: ``False`` lets pixels outside [0, 1] through the input check
+                (:func:`robustattr.utils.contract.range_option`; iterates are still projected onto [0, 1]).
 
         Raises:
             ValueError: the input contract is violated (see the module docstring).
         """
-        with contract.entry() as outer, eval_mode(model):
+        with contract.range_option(check_range), contract.entry() as outer, eval_mode(model):
             if outer:
                 contract.check_call(model, x, y)
             return self._run(model, x.detach(), y, sample_seeds)

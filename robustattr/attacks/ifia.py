@@ -190,10 +190,14 @@ class TargetedAttack(IFIAAttack):
         self.target_mask = target_mask
         self._call_mask: Tensor | None = None
 
-    def __call__(self, model: nn.Module, x: Tensor, y: Tensor, sample_seeds: Any = None, target_mask: Tensor | None = None) -> Any:  # type: ignore[override]
+    def __call__(  # type: ignore[override]
+        self, model: nn.Module, x: Tensor, y: Tensor, sample_seeds: Any = None, target_mask: Tensor | None = None,
+        *, check_range: bool = True,
+    ) -> Any:
+        """Attack as :meth:`ProjectedAscentAttack.__call__`, with an optional per-call ``target_mask [B, H, W]``."""
         self._call_mask = target_mask
         try:
-            return super().__call__(model, x, y, sample_seeds)
+            return super().__call__(model, x, y, sample_seeds, check_range=check_range)
         finally:
             self._call_mask = None
 

@@ -112,9 +112,17 @@ class ManipulateAttack:
         return _normalised_map(attribution_with_noise(self.attribution, model, target, yt, noise)).detach()
 
     def __call__(
-        self, model: nn.Module, x: Tensor, y: Tensor, target: Tensor | None = None, sample_seeds: Tensor | Sequence[int] | None = None
+        self, model: nn.Module, x: Tensor, y: Tensor, target: Tensor | None = None, sample_seeds: Tensor | Sequence[int] | None = None,
+        *, check_range: bool = True,
     ) -> AttackResult:
-        with contract.entry() as outer, eval_mode(model):
+        """Manipulate the attributions of ``x: [B, C, H, W]`` (labels ``y: [B]``) towards ``target``.
+
+        ``target``: maps ``[B, H, W]`` or images ``[B, C, H, W]`` (default: the batch rolled by
+        one); ``sample_seeds: [B]`` seed the noise of smoothed attributions per sample;
+        ``check_range=False`` lets pixels outside [0, 1] through the input check
+        (:func:`robustattr.utils.contract.range_option`).
+        """
+        with contract.range_option(check_range), contract.entry() as outer, eval_mode(model):
             if outer:
                 contract.check_call(model, x, y)
                 if target is not None and target.dim() == 4:

@@ -211,7 +211,7 @@ class PGD:
         noise_seed: ``None`` (global RNG) or a seed for batch-independent per-sample starts
             (see the module docstring).
 
-    Call: ``pgd(model, x, y, sample_seeds=None)``. ``sample_seeds: [B]`` (e.g. ``seed +
+    Call: ``pgd(model, x, y, sample_seeds=None, *, check_range=True)``. ``sample_seeds: [B]`` (e.g. ``seed +
     dataset_index``) gives sample i the random start ``Generator(sample_seeds_i + 7919·restart)``
     instead of ``noise_seed``: independent of batching, sharding and the sample's pixels.
 
@@ -254,13 +254,23 @@ class PGD:
         seed = None if self.noise_seed is None else self.noise_seed + 7919 * restart
         return x.detach() + draw_noise(x, self.norm, self.eps, seed)
 
-    def __call__(self, model: nn.Module, x: Tensor, y: Tensor, sample_seeds: Tensor | Sequence[int] | None = None) -> Tensor:
+    def __call__(
+        self, model: nn.Module, x: Tensor, y: Tensor, sample_seeds: Tensor | Sequence[int] | None = None,
+        *, check_range: bool = True,
+    ) -> Tensor:
+        """PGD iterate ``[B, C, H, W]`` in ``B_p(x, ε) ∩ [0, 1]`` maximising the cross-entropy of ``y: [B]``.
+
+        ``sample_seeds: [B]`` seed each sample's random start (see :meth:`start`);
+        ``check_range=False`` lets ``x`` outside [0, 1] through the input check
+        (:func:`robustattr.utils.contract.range_option`; iterates are still projected onto [0, 1]).
+        """
+
         def ce(z: Tensor) -> Tensor:
             out = model(z)
             contract.check_model_output(out, z.shape[0])
             return F.cross_entropy(out, y, reduction="none")
 
-        with contract.entry() as outer, eval_mode(model):
+        with contract.range_option(check_range), contract.entry() as outer, eval_mode(model):
             if outer:
                 contract.check_call(model, x, y)
             best = best_val = None

@@ -125,16 +125,18 @@ class Attribution(ABC):
     #: or hook-based ones): the outermost call then checks the model's output at x up front.
     checks_model_output_at_entry: bool = False
 
-    def __call__(self, model: nn.Module, x: Tensor, y: Tensor, create_graph: bool = False) -> Tensor:
+    def __call__(self, model: nn.Module, x: Tensor, y: Tensor, create_graph: bool = False, *, check_range: bool = True) -> Tensor:
         """``g: [B, C, H, W]`` for ``x: [B, C, H, W]`` in [0, 1] and ``y: [B]``; the input contract is checked
-        (see the module docstring) and a ``ValueError`` names the offending samples."""
+        (see the module docstring) and a ``ValueError`` names the offending samples. ``check_range=False``
+        lets pixels outside [0, 1] through (:func:`robustattr.utils.contract.range_option`)."""
         if create_graph and not self.differentiable:
             raise ValueError(
                 f"create_graph=True is not supported by {type(self).__name__}: it is not differentiable "
                 "(use it for evaluation, not inside a loss that back-propagates through the attribution)"
             )
         precheck = model if self.checks_model_output_at_entry else None
-        return checked_attribution(lambda: self.attribute(model, x, y, create_graph=create_graph), x, y, precheck)
+        with contract.range_option(check_range):
+            return checked_attribution(lambda: self.attribute(model, x, y, create_graph=create_graph), x, y, precheck)
 
     def with_rows(self, rows: Tensor) -> Attribution:
         """The attribution to apply to a batch whose row ``j`` is original sample ``rows[j]``.

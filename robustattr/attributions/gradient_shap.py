@@ -8,8 +8,14 @@ from typing import NamedTuple
 import torch
 from torch import Tensor, nn
 
-from robustattr.attributions.base import Attribution, chunked_rows, logit_input_grad
+from robustattr.attributions.base import (
+    Attribution,
+    checked_attribution,
+    chunked_rows,
+    logit_input_grad,
+)
 from robustattr.registry import register
+from robustattr.utils import contract
 
 
 class GradientSHAPDraw(NamedTuple):
@@ -118,9 +124,14 @@ class GradientSHAP(Attribution):
         return self.attribute_with_noise(model, x, y, self.sample_noise(x), create_graph)
 
     def attribute_with_noise(
-        self, model: nn.Module, x: Tensor, y: Tensor, noise: GradientSHAPDraw, create_graph: bool = False
+        self, model: nn.Module, x: Tensor, y: Tensor, noise: GradientSHAPDraw, create_graph: bool = False,
+        *, check_range: bool = True,
     ) -> Tensor:
-        """GradientSHAP with a fixed draw (see :meth:`sample_noise`); ``[B, C, H, W]``."""
+        """GradientSHAP with a fixed draw (see :meth:`sample_noise`); ``[B, C, H, W]``.
+
+        A public entry like ``__call__``: the input contract is checked on ``x`` (never on the
+        noisy or interpolated points); ``check_range=False`` lets pixels outside [0, 1] through.
+        """
         eps, index, alpha = noise
         n, B = index.shape[0], x.shape[0]
         if eps.shape != (n, *x.shape) or index.shape != (n, B) or alpha.shape != (n, B):
@@ -128,6 +139,12 @@ class GradientSHAP(Attribution):
                 f"draw must hold noise [n, *x.shape] and baseline_index/alpha [n, B={B}], got "
                 f"{tuple(eps.shape)}, {tuple(index.shape)}, {tuple(alpha.shape)}"
             )
+        with contract.range_option(check_range):
+            return checked_attribution(lambda: self._with_draw(model, x, y, noise, create_graph), x, y)
+
+    def _with_draw(self, model: nn.Module, x: Tensor, y: Tensor, noise: GradientSHAPDraw, create_graph: bool) -> Tensor:
+        eps, index, alpha = noise
+        n, B = index.shape[0], x.shape[0]
         bank = self._baseline_bank(x)
         shape = (n * B,) + (1,) * (x.dim() - 1)
         xt = (x.unsqueeze(0) + eps).reshape(n * B, *x.shape[1:])  # noisy inputs x̃

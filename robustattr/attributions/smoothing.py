@@ -18,6 +18,7 @@ from torch import Tensor, nn
 from robustattr.attributions.base import Attribution, checked_attribution, chunked_rows
 from robustattr.attributions.saliency import Saliency
 from robustattr.registry import register
+from robustattr.utils import contract
 
 
 def sample_l2_ball(
@@ -152,19 +153,21 @@ class _NoiseAveraged(Attribution):
         return self.attribute_with_noise(model, x, y, self.sample_noise(x), create_graph)
 
     def attribute_with_noise(
-        self, model: nn.Module, x: Tensor, y: Tensor, noise: Tensor, create_graph: bool = False
+        self, model: nn.Module, x: Tensor, y: Tensor, noise: Tensor, create_graph: bool = False, *, check_range: bool = True
     ) -> Tensor:
         """Reduce ``g₀(x + noise[i])`` over ``i``; ``noise: [n, B, C, H, W]`` (a fixed draw).
 
         Used with common random numbers: attacks on smoothed attributions and tests that
         compare against a reference with the same noise. A public entry like ``__call__``
-        (the input contract is checked on ``x``, never on the noisy copies).
+        (the input contract is checked on ``x``, never on the noisy copies; ``check_range=False``
+        lets pixels outside [0, 1] through).
         """
         if noise.dim() != x.dim() + 1 or noise.shape[1:] != x.shape:
             raise ValueError(f"noise must be [n, *x.shape]={('n', *x.shape)}, got {tuple(noise.shape)}")
         if create_graph and not self.differentiable:
             raise ValueError(f"create_graph=True is not supported: the base {type(self.base).__name__} is not differentiable")
-        return checked_attribution(lambda: self._average(model, x, y, noise, create_graph), x, y)
+        with contract.range_option(check_range):
+            return checked_attribution(lambda: self._average(model, x, y, noise, create_graph), x, y)
 
     def _average(self, model: nn.Module, x: Tensor, y: Tensor, noise: Tensor, create_graph: bool) -> Tensor:
         n, B = noise.shape[0], x.shape[0]

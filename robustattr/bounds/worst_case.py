@@ -61,9 +61,12 @@ FULL_JACOBIAN_LIMIT = 4096
 
 
 @contextmanager
-def _evaluation(model: nn.Module, x: Tensor, y: Tensor) -> Iterator[None]:
-    """An entry point: the input contract checked once (outermost call) and the model in eval mode."""
-    with contract.entry() as outer, eval_mode(model):
+def _evaluation(model: nn.Module, x: Tensor, y: Tensor, check_range: bool = True) -> Iterator[None]:
+    """An entry point: the input contract checked once (outermost call) and the model in eval mode.
+
+    ``check_range=False`` lets pixels outside [0, 1] through (:func:`robustattr.utils.contract.range_option`).
+    """
+    with contract.range_option(check_range), contract.entry() as outer, eval_mode(model):
         if outer:
             contract.check_call(model, x, y)
         yield
@@ -271,6 +274,8 @@ def top_singular(
     generator: torch.Generator | None = None,
     start: Tensor | None = None,
     smooth_pool: bool = True,
+    *,
+    check_range: bool = True,
 ) -> tuple[Tensor, Tensor]:
     """Top singular value ``ξ_max = σ_max(∂g/∂x)`` and right singular vector per sample.
 
@@ -288,6 +293,7 @@ def top_singular(
         generator: random start vector and breakdown restarts.
         start: optional start vectors shaped like x (e.g. per-sample seeded noise).
         smooth_pool: the surrogate also replaces max-pooling by log-mean-exp pooling (default True).
+        check_range: ``False`` lets pixels outside [0, 1] through the input check.
 
     Returns:
         ``(xi_max [B], v_max [B, C, H, W])``; ``v_max`` has unit ℓ2 norm, sign arbitrary.
@@ -295,7 +301,7 @@ def top_singular(
     Runs in eval mode (modes restored); ``ValueError`` on a contract violation (module docstring).
     """
     _check_common(iters, tol)
-    with _evaluation(model, x, y):
+    with _evaluation(model, x, y, check_range):
         model = smooth_model(model, surrogate_beta, smooth_pool)
         op = AttributionJacobian(attribution, model, x, y)
         xi, v = _singular_from_operator(op, iters, tol, generator, start)
@@ -311,6 +317,8 @@ def full_jacobian(
     max_dim: int = FULL_JACOBIAN_LIMIT,
     surrogate_beta: float = 10.0,
     smooth_pool: bool = True,
+    *,
+    check_range: bool = True,
 ) -> Tensor:
     """Full attribution Jacobian ``J[b, i, j] = ∂g_i(x_b)/∂x_{b,j}``: ``[B, d, d]``.
 
@@ -320,7 +328,7 @@ def full_jacobian(
     bound only; memory ``B·d²`` floats.
 
     Runs in eval mode (modes restored); the surrogate smooths max-pooling unless
-    ``smooth_pool=False``.
+    ``smooth_pool=False``. ``check_range=False`` lets pixels outside [0, 1] through the input check.
 
     Raises:
         ValueError: if ``d > max_dim`` (use :func:`top_singular` instead), ``chunk_size < 1`` or
@@ -335,7 +343,7 @@ def full_jacobian(
             f"full_jacobian: d={d} exceeds max_dim={max_dim} (the Jacobian would hold {B}x{d}x{d} floats); "
             "use top_singular (matrix-free Lanczos) or raise max_dim explicitly"
         )
-    with _evaluation(model, x, y):
+    with _evaluation(model, x, y, check_range):
         model = smooth_model(model, surrogate_beta, smooth_pool)
         rows = []
         for i0 in range(0, d, chunk_size):
@@ -451,6 +459,8 @@ def worst_case_bounds(
     start: Tensor | None = None,
     singular: tuple[Tensor, Tensor] | None = None,
     smooth_pool: bool = True,
+    *,
+    check_range: bool = True,
 ) -> WorstCaseBounds:
     """All seed-001 bounds for ``x: [B, C, H, W]``, ``y: [B]`` at budget ε in ``norm``.
 
@@ -461,7 +471,8 @@ def worst_case_bounds(
     ``singular=(xi_max [B], v_max)`` reuses a previous :func:`top_singular` result (e.g. to
     evaluate several norms or ε without repeating Lanczos). ``smooth_pool``: the surrogate also
     replaces max-pooling by log-mean-exp pooling (default True). Runs the model in eval mode
-    (every submodule's mode restored).
+    (every submodule's mode restored). ``check_range=False`` lets pixels outside [0, 1] through
+    the input check (:func:`robustattr.utils.contract.range_option`).
 
     ``T_e`` and ``T'_e`` are first-order estimates: a perfect attacker exceeds ``T'_e`` by O(ε²).
 
@@ -475,7 +486,7 @@ def worst_case_bounds(
     if norm not in ("l2", "linf"):
         raise ValueError(f"norm must be 'l2' or 'linf', got {norm!r}")
     _check_common(iters, tol)
-    with _evaluation(model, x, y):
+    with _evaluation(model, x, y, check_range):
         smooth = smooth_model(model, surrogate_beta, smooth_pool)
         if singular is None:
             op = AttributionJacobian(attribution, smooth, x, y)

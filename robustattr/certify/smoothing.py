@@ -423,14 +423,17 @@ class UniformSmoothingCertifier:
         """Predicted classes ``[B]`` (chosen before any noise is drawn)."""
         return model(x).argmax(dim=1)
 
-    def certify(self, model: nn.Module, x: Tensor, y: Tensor | None = None, index: Tensor | None = None) -> SmoothingCertificate:
+    def certify(
+        self, model: nn.Module, x: Tensor, y: Tensor | None = None, index: Tensor | None = None, *, check_range: bool = True
+    ) -> SmoothingCertificate:
         """Certify a batch ``x: [B, C, H, W]`` (``y``: class explained, default the prediction).
 
         ``index: [B]`` dataset indices seed the per-sample noise (``seed + index``); without
         it, ``arange(B)`` (or ``generator`` if one was given). Eval mode, input contract: see
-        the class docstring.
+        the class docstring; ``check_range=False`` lets pixels outside [0, 1] through
+        (:func:`robustattr.utils.contract.range_option`; the radius is then in the units of ``x``).
         """
-        with contract.entry() as outer, eval_mode(model):
+        with contract.range_option(check_range), contract.entry() as outer, eval_mode(model):
             if outer:
                 contract.check_call(model, x, y, index=index)
             return self._certify(model, x, y, index, self.radius, self.alpha, 0, self.eps_grid)
@@ -496,6 +499,8 @@ class UniformSmoothingCertifier:
         radii: ArrayLike,
         y: Tensor | None = None,
         index: Tensor | None = None,
+        *,
+        check_range: bool = True,
     ) -> Tensor:
         """Smallest r in ``radii`` whose certificate gives ``cos ≥ τ`` at ε, per sample (``[B]``, NaN: none).
 
@@ -503,9 +508,9 @@ class UniformSmoothingCertifier:
         stream is offset per radius). Each radius uses ``α/len(radii)`` (Bonferroni), so
         the reported radius is certified with probability ≥ 1−α despite the search. The
         margin is chosen as in :meth:`certify` (from N alone). Eval mode, input contract: see
-        the class docstring.
+        the class docstring (``check_range`` as in :meth:`certify`).
         """
-        with contract.entry() as outer, eval_mode(model):
+        with contract.range_option(check_range), contract.entry() as outer, eval_mode(model):
             if outer:
                 contract.check_call(model, x, y, index=index)
             return self._min_radius(model, x, eps, tau, radii, y, index)

@@ -19,7 +19,7 @@ from robustattr.attacks.pgd import PGD
 from robustattr.evaluation._common import check_batch, masked_mean
 from robustattr.evaluation.base import Evaluator
 from robustattr.registry import register
-from robustattr.utils import eval_mode
+from robustattr.utils import contract, eval_mode
 
 __all__ = ["CleanAccuracy", "PGDAccuracy"]
 
@@ -39,8 +39,17 @@ class CleanAccuracy(Evaluator):
         """``["label", "prediction", "correct"]``."""
         return ["label", "prediction", "correct"]
 
-    def evaluate(self, model: nn.Module, x: Tensor, y: Tensor, index: Tensor) -> dict[str, Tensor]:
-        """Per-sample ``label``, ``prediction``, ``correct`` for ``x: [b, C, H, W]``, ``y, index: [b]``."""
+    def evaluate(
+        self, model: nn.Module, x: Tensor, y: Tensor, index: Tensor, *, check_range: bool = True
+    ) -> dict[str, Tensor]:
+        """Per-sample ``label``, ``prediction``, ``correct`` for ``x: [b, C, H, W]``, ``y, index: [b]``.
+
+        ``check_range=False`` lets pixels outside [0, 1] through (:func:`robustattr.utils.contract.range_option`).
+        """
+        with contract.range_option(check_range):
+            return self._evaluate(model, x, y, index)
+
+    def _evaluate(self, model: nn.Module, x: Tensor, y: Tensor, index: Tensor) -> dict[str, Tensor]:
         check_batch(x, y, index, model)
         with eval_mode(model), torch.no_grad():
             pred = model(x).argmax(dim=1)
@@ -84,8 +93,17 @@ class PGDAccuracy(Evaluator):
         """``["label", "prediction", "correct", "robust_correct"]``."""
         return ["label", "prediction", "correct", "robust_correct"]
 
-    def evaluate(self, model: nn.Module, x: Tensor, y: Tensor, index: Tensor) -> dict[str, Tensor]:
-        """Per-sample clean and robust correctness for ``x: [b, C, H, W]``, ``y, index: [b]``."""
+    def evaluate(
+        self, model: nn.Module, x: Tensor, y: Tensor, index: Tensor, *, check_range: bool = True
+    ) -> dict[str, Tensor]:
+        """Per-sample clean and robust correctness for ``x: [b, C, H, W]``, ``y, index: [b]``.
+
+        ``check_range=False`` lets pixels outside [0, 1] through (:func:`robustattr.utils.contract.range_option`).
+        """
+        with contract.range_option(check_range):
+            return self._evaluate(model, x, y, index)
+
+    def _evaluate(self, model: nn.Module, x: Tensor, y: Tensor, index: Tensor) -> dict[str, Tensor]:
         check_batch(x, y, index, model)
         y = y.to(torch.int64)
         with eval_mode(model):

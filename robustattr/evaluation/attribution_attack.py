@@ -35,7 +35,7 @@ from robustattr.evaluation._common import check_batch, describe_metric, masked_m
 from robustattr.evaluation.base import Evaluator, describe
 from robustattr.metrics.classes import AttributionMetric, build_metric
 from robustattr.registry import register
-from robustattr.utils import eval_mode
+from robustattr.utils import contract, eval_mode
 
 __all__ = ["DEFAULT_METRICS", "AttributionAttackEvaluator"]
 
@@ -144,18 +144,28 @@ class AttributionAttackEvaluator(Evaluator):
         """``Σ_A steps·restarts + 2·#attacks`` attribution passes per sample."""
         return float(sum(getattr(a, "steps", 1) * getattr(a, "restarts", 1) for a in self.attacks.values()) + 2 * len(self.attacks))
 
-    def evaluate(self, model: nn.Module, x: Tensor, y: Tensor, index: Tensor) -> dict[str, Tensor]:
-        """Per-sample columns (see the class docstring) for ``x: [b, C, H, W]``, ``y, index: [b]``."""
-        out, _ = self._run(model, x, y, index, keep_maps=False)
+    def evaluate(
+        self, model: nn.Module, x: Tensor, y: Tensor, index: Tensor, *, check_range: bool = True
+    ) -> dict[str, Tensor]:
+        """Per-sample columns (see the class docstring) for ``x: [b, C, H, W]``, ``y, index: [b]``.
+
+        ``check_range=False`` lets pixels outside [0, 1] through (:func:`robustattr.utils.contract.range_option`).
+        """
+        with contract.range_option(check_range):
+            out, _ = self._run(model, x, y, index, keep_maps=False)
         return out
 
-    def attack_maps(self, model: nn.Module, x: Tensor, y: Tensor, index: Tensor) -> dict[str, tuple[Tensor, Tensor, Tensor, Tensor]]:
+    def attack_maps(
+        self, model: nn.Module, x: Tensor, y: Tensor, index: Tensor, *, check_range: bool = True
+    ) -> dict[str, tuple[Tensor, Tensor, Tensor, Tensor]]:
         """Images for a few samples: ``{A: (x [n,C,H,W], a(x) [n,H,W], x̃ [n,C,H,W], a(x̃) [n,H,W])}``.
 
         The same per-sample seeds as :meth:`evaluate`, so ``x̃`` is the iterate whose metrics
         were reported. Callers pass only the few samples they show (it re-runs the attacks).
+        ``check_range`` as in :meth:`evaluate`.
         """
-        _, maps = self._run(model, x, y, index, keep_maps=True)
+        with contract.range_option(check_range):
+            _, maps = self._run(model, x, y, index, keep_maps=True)
         return maps
 
     def _run(

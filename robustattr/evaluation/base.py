@@ -3,11 +3,12 @@
 An :class:`Evaluator` turns a batch into **per-sample** results and a set of per-sample
 results into a **summary**:
 
-- :meth:`Evaluator.evaluate` ``(model, x [b, C, H, W], y [b], index [b]) -> {column: Tensor [b]}``,
-  one flat ``[b]`` tensor per column (float, bool or int; NaN where a value does not exist,
-  e.g. "not certified"). ``index`` holds dataset indices: every random stream of sample i is
-  seeded from ``seed + index_i``, so results do not depend on batching or on how samples are
-  spread over processes.
+- :meth:`Evaluator.evaluate` ``(model, x [b, C, H, W], y [b], index [b], *, check_range=True)
+  -> {column: Tensor [b]}``, one flat ``[b]`` tensor per column (float, bool or int; NaN where a
+  value does not exist, e.g. "not certified"). ``index`` holds dataset indices: every random
+  stream of sample i is seeded from ``seed + index_i``, so results do not depend on batching or
+  on how samples are spread over processes. The batch must satisfy the input contract
+  (:mod:`robustattr.utils.contract`); ``check_range=False`` lets pixels outside [0, 1] through.
 - :meth:`Evaluator.summarize` ``({column: Tensor [N]}) -> {key: float}`` over all samples.
 - :meth:`Evaluator.columns` names the per-sample columns before anything runs (run stores
   write them as a header); :meth:`Evaluator.params` lists every parameter that changes a
@@ -71,8 +72,14 @@ class Evaluator(ABC):
         """Names of the per-sample columns :meth:`evaluate` returns, in order."""
 
     @abstractmethod
-    def evaluate(self, model: nn.Module, x: Tensor, y: Tensor, index: Tensor) -> dict[str, Tensor]:
-        """Per-sample results ``{column: [b]}`` for ``x: [b, C, H, W]`` in [0, 1], labels ``y: [b]``."""
+    def evaluate(
+        self, model: nn.Module, x: Tensor, y: Tensor, index: Tensor, *, check_range: bool = True
+    ) -> dict[str, Tensor]:
+        """Per-sample results ``{column: [b]}`` for ``x: [b, C, H, W]`` in [0, 1], labels ``y: [b]``.
+
+        Implementations run their whole work inside ``with contract.range_option(check_range):``
+        (``check_range=False`` lets pixels outside [0, 1] through).
+        """
 
     @abstractmethod
     def summarize(self, results: Mapping[str, Tensor]) -> dict[str, float]:

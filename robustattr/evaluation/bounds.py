@@ -42,7 +42,7 @@ from robustattr.bounds.worst_case import (
 from robustattr.evaluation._common import check_batch, lower_median, masked_mean
 from robustattr.evaluation.base import Evaluator, describe
 from robustattr.registry import register
-from robustattr.utils import eval_mode, per_sample_noise
+from robustattr.utils import contract, eval_mode, per_sample_noise
 
 __all__ = ["BoundsEvaluation", "BoundsEvaluator", "evaluate_bounds"]
 
@@ -230,8 +230,17 @@ class BoundsEvaluator(Evaluator):
         """The network the estimates and attacks use: softplus (and, with ``smooth_pool``, pooling) surrogate."""
         return smooth_model(model, self.surrogate_beta, smooth_pool=self.smooth_pool)
 
-    def evaluate(self, model: nn.Module, x: Tensor, y: Tensor, index: Tensor) -> dict[str, Tensor]:
-        """Per-sample estimates (and attacked deviations) for ``x: [b, C, H, W]``, labels ``y``, ``index: [b]``."""
+    def evaluate(
+        self, model: nn.Module, x: Tensor, y: Tensor, index: Tensor, *, check_range: bool = True
+    ) -> dict[str, Tensor]:
+        """Per-sample estimates (and attacked deviations) for ``x: [b, C, H, W]``, labels ``y``, ``index: [b]``.
+
+        ``check_range=False`` lets pixels outside [0, 1] through (:func:`robustattr.utils.contract.range_option`).
+        """
+        with contract.range_option(check_range):
+            return self._evaluate(model, x, y, index)
+
+    def _evaluate(self, model: nn.Module, x: Tensor, y: Tensor, index: Tensor) -> dict[str, Tensor]:
         check_batch(x, y, index, model)
         x, y, index = x.detach(), y.to(torch.int64), index.to(torch.int64)
         attr = self.attribution
@@ -342,6 +351,8 @@ def evaluate_bounds(
     tol: float = 1e-5,
     surrogate_beta: float = 10.0,
     full_jacobian_limit: int = FULL_JACOBIAN_LIMIT,
+    *,
+    check_range: bool = True,
 ) -> BoundsEvaluation:
     """Bounds and attacked deviations for ``x: [N, C, H, W]``, labels ``y: [N]`` (Wang & Kong, CVPR 2023).
 
@@ -361,6 +372,8 @@ def evaluate_bounds(
         index: dataset indices ``[N]`` for per-sample seeds (default ``arange(N)``).
         seed: base seed; batch_size: samples per batch.
         iters, tol, surrogate_beta, full_jacobian_limit: see :class:`BoundsEvaluator`.
+        check_range: ``False`` lets pixels outside [0, 1] through the input check
+            (:func:`robustattr.utils.contract.range_option`).
 
     Returns:
         :class:`BoundsEvaluation`; ``.summary()`` gives the table row.
@@ -382,7 +395,7 @@ def evaluate_bounds(
     chunks: dict[str, list[Tensor]] = {"index": []}
     for i0 in range(0, x.shape[0], batch_size):
         ib = index[i0 : i0 + batch_size]
-        out = ev.evaluate(model, x[i0 : i0 + batch_size], y[i0 : i0 + batch_size], ib)
+        out = ev.evaluate(model, x[i0 : i0 + batch_size], y[i0 : i0 + batch_size], ib, check_range=check_range)
         chunks["index"].append(ib)
         for k, v in out.items():
             chunks.setdefault(k, []).append(v)

@@ -32,7 +32,7 @@ from robustattr.certify.smoothing import (
 from robustattr.evaluation._common import check_batch, fmt, lower_median, masked_mean
 from robustattr.evaluation.base import Evaluator, describe
 from robustattr.registry import register
-from robustattr.utils import eval_mode
+from robustattr.utils import contract, eval_mode
 
 __all__ = ["SmoothingEvaluator"]
 
@@ -190,8 +190,17 @@ class SmoothingEvaluator(Evaluator):
         """N attribution evaluations per sample."""
         return float(self.n_samples)
 
-    def evaluate(self, model: nn.Module, x: Tensor, y: Tensor, index: Tensor) -> dict[str, Tensor]:
-        """Certify the predicted class of ``x: [b, C, H, W]`` (labels ``y``, dataset ``index``: ``[b]``)."""
+    def evaluate(
+        self, model: nn.Module, x: Tensor, y: Tensor, index: Tensor, *, check_range: bool = True
+    ) -> dict[str, Tensor]:
+        """Certify the predicted class of ``x: [b, C, H, W]`` (labels ``y``, dataset ``index``: ``[b]``).
+
+        ``check_range=False`` lets pixels outside [0, 1] through (:func:`robustattr.utils.contract.range_option`).
+        """
+        with contract.range_option(check_range):
+            return self._evaluate(model, x, y, index)
+
+    def _evaluate(self, model: nn.Module, x: Tensor, y: Tensor, index: Tensor) -> dict[str, Tensor]:
         check_batch(x, y, index, model)
         with eval_mode(model):
             cert = self.certifier.certify(model, x.detach(), y=None, index=index)

@@ -12,7 +12,10 @@ Logged keys (means over the samples the attack did not skip; NaN when it skipped
 ``<metric>_bwd``; ``<metric>`` is their mean), ``val_attr/<attack>/success_rate``,
 ``val_attr/<attack>/criterion`` and ``val_attr/<attack>/attacked_frac`` (fraction of the subset
 attacked). With a W&B logger, :class:`AttributionMapLogger` adds images
-``val_attr/<attack>/maps`` from rank zero.
+``val_attr/<attack>/maps`` from rank zero. With ``robustness=RobustnessEvaluator(...)`` the
+Quantus-definition robustness metrics of the same subset are logged too:
+``val_attr/robustness/<metric>`` (mean over the samples with a value) and
+``val_attr/robustness/<metric>/nan_frac``.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ import torch
 from torch import Tensor
 
 from robustattr.evaluation.attribution_attack import AttributionAttackEvaluator
+from robustattr.evaluation.robustness import RobustnessEvaluator
 from robustattr.lightning.eval_base import EvalSubsetCallback
 from robustattr.utils import eval_mode
 
@@ -98,11 +102,19 @@ class AttributionRobustnessCallback(EvalSubsetCallback):
             kendall, cosine; the predicted class explained.
         map_images: samples per attack shown by the :class:`AttributionMapLogger` (0: none);
             rank zero re-attacks these few samples with the same per-sample seeds.
+        robustness: optional :class:`~robustattr.evaluation.RobustnessEvaluator` (Max-Sensitivity,
+            Local Lipschitz Estimate, Relative Input Stability, … with Quantus's definitions),
+            run on the same subset, sharded and gathered the same way; its summary is logged
+            as ``<prefix>/robustness/<key>`` and its per-sample columns are added to
+            ``last_results`` as ``robustness/<metric>``. A batch-dependent metric
+            (Consistency) gets a ``UserWarning`` here: its values depend on ``batch_size`` and
+            on the number of processes.
         num_samples, every_n_epochs, batch_size, seed, progress, prefix: see
             :class:`EvalSubsetCallback` (prefix default ``val_attr``).
 
     Cost per validation: ``num_samples × Σ_attacks (steps × (1 double backward + 1 attribution
-    + 1 forward))`` plus two attributions per sample and attack for the metrics.
+    + 1 forward))`` plus two attributions per sample and attack for the metrics, plus
+    ``num_samples × robustness.cost()`` attributions for the robustness metrics.
 
     YAML::
 
@@ -114,6 +126,7 @@ class AttributionRobustnessCallback(EvalSubsetCallback):
                 topk: {class_path: robustattr.attacks.TopKAttack,
                        init_args: {attribution: robustattr.attributions.Saliency, steps: 20}}
               metrics: [topk, lens_topk, spearman, kendall]
+            robustness: {metrics: [max_sensitivity, local_lipschitz_estimate]}
     """
 
     prefix = "val_attr"
@@ -122,6 +135,7 @@ class AttributionRobustnessCallback(EvalSubsetCallback):
         self,
         evaluator: AttributionAttackEvaluator | None = None,
         map_images: int = 4,
+        robustness: RobustnessEvaluator | None = None,
         num_samples: int = 32,
         every_n_epochs: int = 1,
         batch_size: int = 16,
@@ -132,9 +146,34 @@ class AttributionRobustnessCallback(EvalSubsetCallback):
         evaluator = evaluator if evaluator is not None else AttributionAttackEvaluator()
         if not isinstance(evaluator, AttributionAttackEvaluator):
             raise ValueError(f"evaluator must be an AttributionAttackEvaluator, got {type(evaluator).__name__}")
+        if robustness is not None and not isinstance(robustness, RobustnessEvaluator):
+            raise ValueError(f"robustness must be a RobustnessEvaluator or None, got {type(robustness).__name__}")
         super().__init__(evaluator, num_samples=num_samples, every_n_epochs=every_n_epochs, batch_size=batch_size,
                          seed=seed, progress=progress, prefix=prefix)
         self.map_logger = AttributionMapLogger(map_images)
+        self.robustness = robustness
+        # the robustness metrics run through the same subset/shard/gather machinery (never registered with a Trainer)
+        self._robustness_run = None if robustness is None else EvalSubsetCallback(
+            robustness, num_samples=num_samples, every_n_epochs=every_n_epochs, batch_size=batch_size, seed=seed,
+            progress=progress, prefix=f"{self.prefix}/robustness",
+        )
+        for name in robustness.batch_dependent if robustness is not None else []:
+            warnings.warn(
+                f"AttributionRobustnessCallback: robustness metric {name!r} compares each sample with the others of "
+                "its batch; its logged value depends on batch_size and on the number of processes",
+                UserWarning, stacklevel=2,
+            )
+
+    def run(self, trainer: L.Trainer, pl_module: L.LightningModule) -> dict[str, float]:
+        """The attack evaluator's summary, plus ``robustness/<key>`` of the robustness evaluator if given."""
+        summary = super().run(trainer, pl_module)
+        if self._robustness_run is not None:
+            extra = self._robustness_run.run(trainer, pl_module)
+            summary.update({f"robustness/{k}": v for k, v in extra.items()})
+            results = self._robustness_run.last_results
+            if self.last_results is not None and results is not None:
+                self.last_results.update({f"robustness/{k}": v for k, v in results.items() if k != "index"})
+        return summary
 
     def log_artifacts(self, trainer: L.Trainer, pl_module: L.LightningModule, results: dict[str, Tensor]) -> None:
         """Original vs attacked maps of the first ``map_images`` subset samples as W&B images (rank zero)."""

@@ -1,13 +1,15 @@
-"""The contract of every robust objective: ``loss(model, x, y) -> LossOutput``.
+"""The contract of every robust objective: ``loss(model, x, y, *, check_range=True) -> LossOutput``.
 
 Every loss checks its input once per call (:func:`checked_loss`): ``x: [B, C, H, W]`` finite
-with pixels in [0, 1], ``y: [B]`` classes in ``[0, K)``, model output ``[B, K]`` and finite. A
-violation raises ``ValueError`` naming the samples, before any inner maximisation runs.
+with pixels in [0, 1] (``check_range=False``: any range), ``y: [B]`` classes in ``[0, K)``, model
+output ``[B, K]`` and finite. A violation raises ``ValueError`` naming the samples, before any
+inner maximisation runs.
 """
 
 from __future__ import annotations
 
 import functools
+import inspect
 from collections.abc import Callable
 from typing import Any, NamedTuple, Protocol, TypeVar, runtime_checkable
 
@@ -33,9 +35,9 @@ class LossOutput(NamedTuple):
 
 @runtime_checkable
 class RobustLoss(Protocol):
-    """``__call__(model, x, y) -> LossOutput``; ``x: [B, C, H, W]`` in [0,1], ``y: [B]``."""
+    """``__call__(model, x, y, *, check_range=True) -> LossOutput``; ``x: [B, C, H, W]`` in [0,1], ``y: [B]``."""
 
-    def __call__(self, model: nn.Module, x: Tensor, y: Tensor) -> LossOutput: ...
+    def __call__(self, model: nn.Module, x: Tensor, y: Tensor, *, check_range: bool = True) -> LossOutput: ...
 
 
 _Call = TypeVar("_Call", bound=Callable[..., Any])
@@ -50,13 +52,14 @@ def checked_loss(probe: bool = True) -> Callable[[_Call], _Call]:
     ``y`` are checked here and the loss checks the logits it computes itself with
     ``contract.check_logits(logits, B, labels=y)`` before using ``y``. The call is an entry
     point (:func:`robustattr.utils.contract.entry`): the attacks and attributions it runs inside
-    are not re-checked.
+    are not re-checked. The decorated call takes a keyword-only ``check_range: bool = True``;
+    ``False`` lets pixels outside [0, 1] through (:func:`robustattr.utils.contract.range_option`).
     """
 
     def deco(call: _Call) -> _Call:
         @functools.wraps(call)
-        def wrapper(self: Any, model: nn.Module, x: Tensor, y: Tensor) -> Any:
-            with contract.entry() as outer:
+        def wrapper(self: Any, model: nn.Module, x: Tensor, y: Tensor, *, check_range: bool = True) -> Any:
+            with contract.range_option(check_range), contract.entry() as outer:
                 if outer:
                     if probe:
                         contract.check_call(model, x, y)
@@ -64,6 +67,9 @@ def checked_loss(probe: bool = True) -> Callable[[_Call], _Call]:
                         contract.check_batch(x, y)
                 return call(self, model, x, y)
 
+        sig = inspect.signature(call)
+        keyword = inspect.Parameter("check_range", inspect.Parameter.KEYWORD_ONLY, default=True, annotation="bool")
+        wrapper.__signature__ = sig.replace(parameters=[*sig.parameters.values(), keyword])  # type: ignore[attr-defined]
         return wrapper  # type: ignore[return-value]
 
     return deco

@@ -21,20 +21,29 @@ attributions, SmoothGrad calls its base attribution on noisy copies that leave `
 only the outermost entry checks (:func:`entry`), so inner loops never synchronise.
 
 Other pixel conventions (e.g. 0–255 images) are refused by default. To use them, disable the
-range check explicitly for a block of code::
+range check explicitly, for one call with the keyword-only ``check_range=False`` that every public
+entry takes (attributions and their ``attribute_with_noise``, attacks, losses, the certifier's
+``certify``/``min_radius``, ``top_singular``/``full_jacobian``/``worst_case_bounds``,
+``evaluate_bounds``, every evaluator's ``evaluate``, the robustness metrics' ``per_sample``/``update``)::
+
+    g = Saliency()(model, x_0_255, y, check_range=False)
+
+or for a block of code::
 
     with robustattr.utils.range_check(False):
         g = Saliency()(model, x_0_255, y)
 
-Finiteness, shapes and labels are still checked. The attacks still project onto the ``[0, 1]``
-box, and ε, r are in the units of ``x``.
+Both are the same switch: the keyword wraps the call in ``range_check(False)``
+(:func:`range_option`); ``check_range=True`` (the default) keeps the surrounding setting, so a
+call inside ``with range_check(False):`` stays unchecked. Finiteness, shapes and labels are still
+checked. The attacks still project onto the ``[0, 1]`` box, and ε, r are in the units of ``x``.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from contextvars import ContextVar
 from dataclasses import dataclass
 
@@ -56,6 +65,7 @@ __all__ = [
     "poison_nonfinite_rows",
     "range_check",
     "range_check_enabled",
+    "range_option",
 ]
 
 _RANGE_CHECK: ContextVar[bool] = ContextVar("robustattr_range_check", default=True)
@@ -67,8 +77,9 @@ _OVERFLOW_HINT = "(does the network overflow?)"
 def range_check(enabled: bool) -> Iterator[None]:
     """Enable or disable the ``[0, 1]`` pixel-range check inside a ``with`` block (restored on exit).
 
-    The only switch for other pixel conventions: ``with range_check(False): ...`` lets images
-    outside ``[0, 1]`` into every entry point; NaN/inf, shapes and labels are still checked. The
+    The switch for other pixel conventions: ``with range_check(False): ...`` lets images
+    outside ``[0, 1]`` into every entry point (an entry's ``check_range=False`` is the same
+    switch for one call, see :func:`range_option`); NaN/inf, shapes and labels are still checked. The
     setting is a context variable, so it is local to the thread (and asyncio task) that set it.
 
     Example:
@@ -86,6 +97,30 @@ def range_check(enabled: bool) -> Iterator[None]:
         yield
     finally:
         _RANGE_CHECK.reset(token)
+
+
+def range_option(check_range: bool) -> AbstractContextManager[None]:
+    """The context behind a public entry's keyword-only ``check_range`` argument.
+
+    ``check_range=False`` disables the ``[0, 1]`` range check for the call (``range_check(False)``);
+    ``True`` leaves the surrounding setting as it is (it never re-enables a check that an
+    enclosing ``with range_check(False):`` switched off). Entries use it as
+    ``with range_option(check_range): <the checked entry>``.
+
+    Raises:
+        ValueError: ``check_range`` is not a bool.
+
+    Example:
+        >>> with range_option(False):
+        ...     range_check_enabled()
+        False
+        >>> with range_check(False), range_option(True):
+        ...     range_check_enabled()
+        False
+    """
+    if not isinstance(check_range, bool):
+        raise ValueError(f"check_range must be True or False, got {check_range!r}")
+    return nullcontext() if check_range else range_check(False)
 
 
 def range_check_enabled() -> bool:
@@ -181,7 +216,8 @@ def _image_message(x: Tensor, name: str, check_range: bool, index: Tensor | None
         return (
             f"{name}: samples {_samples(outside, index)} lie outside [0, 1] "
             f"(min {_num(float(lo.min()))}, max {_num(float(hi.max()))}); "
-            "for other pixel conventions wrap the call in `with robustattr.utils.range_check(False):`"
+            "for other pixel conventions pass check_range=False or wrap the call in "
+            "`with robustattr.utils.range_check(False):`"
         )
     return None
 

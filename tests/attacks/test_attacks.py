@@ -112,6 +112,32 @@ def test_l2_attack_relu_uses_surrogate_and_smoothed_crn(softplus_digits) -> None
     assert torch.allclose(r.criterion, ref, atol=1e-5, rtol=1e-4)
 
 
+def test_attack_on_gradient_shap_is_batch_independent(softplus_digits) -> None:  # type: ignore[no-untyped-def]
+    """GradientSHAP has no ``_draw``: its per-sample draws come from ``sample_noise(x, generators=...)``."""
+    from robustattr.attacks import TopKAttack
+    from robustattr.attacks.core import RandomStreams, attribution_noise
+    from robustattr.attributions import GradientSHAP
+    from robustattr.utils import per_sample_generators
+
+    model, x, y = softplus_digits
+    bank = torch.rand(4, *x.shape[1:], generator=torch.Generator().manual_seed(9))
+    attr = GradientSHAP(baselines=bank, n_samples=3, sigma=0.1)  # no seed: without per-sample streams, the global RNG
+    attack = TopKAttack(attr, eps=0.2, steps=3, step_size=0.05, k=50)
+    seeds = torch.arange(len(x)) + 40
+    # the draw of each sample is the one its own generator gives (independent call of sample_noise)
+    draw = attribution_noise(attr, x, RandomStreams(x, None, seeds))
+    ref = attr.sample_noise(x[2:3], generators=per_sample_generators(seeds[2:3].tolist(), x.device))
+    assert all(torch.equal(d[:, 2:3], r) for d, r in zip(draw, ref, strict=True))
+    whole = attack(model, x, y, sample_seeds=seeds)
+    torch.manual_seed(123)  # another global RNG state must not matter
+    for rows in (slice(2, 3), slice(1, 5)):  # the sample alone, and in another batch
+        part = attack(model, x[rows], y[rows], sample_seeds=seeds[rows])
+        torch.testing.assert_close(part.x_adv, whole.x_adv[rows], rtol=0, atol=1e-6)
+        torch.testing.assert_close(part.criterion, whole.criterion[rows], rtol=1e-5, atol=1e-6)
+        assert torch.equal(part.success, whole.success[rows])
+    assert whole.success.any()  # the attack did something, so equal iterates are not trivially the input
+
+
 def test_misclassified_skipped(softplus_digits) -> None:  # type: ignore[no-untyped-def]
     model, x, y = softplus_digits
     wrong = y.clone()

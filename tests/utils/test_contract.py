@@ -207,3 +207,23 @@ def test_check_call_uses_eval_mode_and_restores_it() -> None:
     assert [m.training for m in model.modules()] == [True, True, True, False]
     with pytest.raises(ValueError, match=r"class 3 outside \[0, 3\)"):
         check_call(model, _x(), torch.tensor([0, 1, 2, 3, 1]))
+
+
+def test_range_option_only_switches_the_check_off() -> None:
+    """An entry's ``check_range`` keyword: False disables the range check, True keeps the surrounding setting."""
+    from robustattr.utils.contract import range_option
+
+    x = 255 * _x()
+    with range_option(False):
+        assert not range_check_enabled()
+        check_images(x)
+    assert range_check_enabled()
+    with range_option(True):
+        assert range_check_enabled()
+        with pytest.raises(ValueError, match="outside"):
+            check_images(x)
+    with range_check(False), range_option(True):  # never re-enables an enclosing range_check(False)
+        assert not range_check_enabled()
+        check_images(x)
+    with pytest.raises(ValueError, match="check_range must be True or False, got 0"):
+        range_option(0)  # type: ignore[arg-type]

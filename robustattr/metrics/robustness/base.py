@@ -277,6 +277,8 @@ class RobustnessMetric(Metric):
         y: Tensor,
         index: Tensor | Sequence[int] | None = None,
         x_perturbed: Tensor | None = None,
+        *,
+        check_range: bool = True,
     ) -> Tensor:
         """One value per sample ``[B]`` (float64; NaN where undefined).
 
@@ -286,6 +288,8 @@ class RobustnessMetric(Metric):
             index: dataset indices ``[B]`` seeding each sample's perturbations (``seed + index``).
             x_perturbed: explicit perturbed inputs ``[n, B, C, H, W]`` (the injection hook);
                 ``n`` may differ from ``n_samples``.
+            check_range: ``False`` lets ``x`` outside [0, 1] through the input check
+                (:func:`robustattr.utils.contract.range_option`).
         """
         if x.dim() < 2 or y.shape != (x.shape[0],):
             raise ValueError(f"x must be [B, ...] and y [B], got {tuple(x.shape)} and {tuple(y.shape)}")
@@ -295,7 +299,7 @@ class RobustnessMetric(Metric):
         idx = None if index is None else torch.as_tensor(index).reshape(-1)
         # The contract is checked once, on x; the perturbed copies may leave [0, 1] (the metrics'
         # definitions do not clip), so the attributions evaluated on them are nested, unchecked calls.
-        with contract.entry(labels=y, index=idx) as outer, eval_mode(model):
+        with contract.range_option(check_range), contract.entry(labels=y, index=idx) as outer, eval_mode(model):
             if outer:
                 contract.check_call(model, x, y, index=idx)
             xp = self.perturb(x, index) if x_perturbed is None else x_perturbed.detach().to(x.dtype)
@@ -337,9 +341,11 @@ class RobustnessMetric(Metric):
         y: Tensor,
         index: Tensor | Sequence[int] | None = None,
         x_perturbed: Tensor | None = None,
+        *,
+        check_range: bool = True,
     ) -> None:
         """Add the per-sample values of a batch (see :meth:`per_sample`)."""
-        v = self.per_sample(model, x, y, index=index, x_perturbed=x_perturbed).to(self.total.device)
+        v = self.per_sample(model, x, y, index=index, x_perturbed=x_perturbed, check_range=check_range).to(self.total.device)
         ok = ~torch.isnan(v)
         self.total = self.total + v[ok].sum()
         self.count = self.count + ok.sum()

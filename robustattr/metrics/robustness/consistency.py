@@ -11,7 +11,7 @@ from torch import Tensor, nn
 from robustattr.attributions import Attribution
 from robustattr.metrics.robustness.base import RobustnessMetric
 from robustattr.registry import register
-from robustattr.utils import eval_mode
+from robustattr.utils import contract, eval_mode
 
 __all__ = ["Consistency", "discretise"]
 
@@ -88,13 +88,24 @@ class Consistency(RobustnessMetric):
         y: Tensor,
         index: Tensor | Sequence[int] | None = None,
         x_perturbed: Tensor | None = None,
+        *,
+        check_range: bool = True,
     ) -> Tensor:
-        """Within-batch consistency ``[B]`` (float64); ``index`` and ``x_perturbed`` are unused."""
+        """Within-batch consistency ``[B]`` (float64); ``index`` and ``x_perturbed`` are unused.
+
+        The input contract is checked on ``x`` (``check_range=False`` lets pixels outside [0, 1]
+        through, :func:`robustattr.utils.contract.range_option`).
+        """
         if x.dim() < 2 or y.shape != (x.shape[0],):
             raise ValueError(f"x must be [B, ...] and y [B], got {tuple(x.shape)} and {tuple(y.shape)}")
         x, y = x.detach(), y.detach()
-        with eval_mode(model):
+        idx = None if index is None else torch.as_tensor(index).reshape(-1)
+        with contract.range_option(check_range), contract.entry(labels=y, index=idx) as outer, eval_mode(model):
+            if outer:
+                contract.check_call(model, x, y, index=idx)
             a = self.explain(model, x, y)
+            if outer:
+                contract.check_finite(a, "attribution", index=idx)
             chunk = self.internal_batch_size or x.shape[0]
             with torch.no_grad():
                 pred = torch.cat([model(x[i : i + chunk]).argmax(dim=1) for i in range(0, x.shape[0], chunk)])
