@@ -223,8 +223,8 @@ def _garbage(tmp: Path, digits_checkpoint: Path) -> dict[str, Path]:
     (tmp / "random.ckpt").write_bytes(os.urandom(4096))
     data = digits_checkpoint.read_bytes()
     (tmp / "truncated.ckpt").write_bytes(data[: len(data) // 2])
-    mnist = yaml.safe_load(CONFIG.read_text())
-    mnist["model"]["backbone"]["init_args"].update(width=8, hidden=32)
+    mnist = yaml.safe_load(CONFIG.read_text())  # group files are relative to configs/experiment: inline them
+    mnist["model"] = {"backbone": {"class_path": "robustattr.models.SmallCNN", "init_args": {"width": 8, "hidden": 32}}}
     mnist["data"] = {"class_path": "robustattr.data.MNISTDataModule", "init_args": {"data_dir": str(tmp / "nodata"), "download": False}}
     (tmp / "mnist.yaml").write_text(yaml.safe_dump(mnist))
     return {"random": tmp / "random.ckpt", "truncated": tmp / "truncated.ckpt", "missing": tmp / "missing.ckpt",
