@@ -54,7 +54,7 @@ def _split_comment(line: str) -> tuple[str, str]:
 
 
 def config_options(text: str) -> tuple[str, list[tuple[str, str, str]]]:
-    """Leading comment and ``(dotted key, value, comment)`` rows of a YAML config file.
+    """Leading comment (lines kept) and ``(dotted key, value, comment)`` rows of a YAML config file.
 
     Keys follow indentation (two spaces per level in this repository's configs); list items
     (``- ...``) are shown as values of their parent key.
@@ -68,7 +68,7 @@ def config_options(text: str) -> tuple[str, list[tuple[str, str, str]]]:
             continue
         if raw.lstrip().startswith("#"):
             if not started:
-                header.append(raw.lstrip()[1:].strip())
+                header.append(raw.lstrip()[1:].rstrip().removeprefix(" "))
             continue
         started = True
         body, comment = _split_comment(raw)
@@ -87,7 +87,7 @@ def config_options(text: str) -> tuple[str, list[tuple[str, str, str]]]:
         if not value:
             stack.append((indent, key.strip()))
         rows.append((dotted, value, comment))
-    return " ".join(header), rows
+    return "\n".join(header), rows
 
 
 def _cell(text: str) -> str:
@@ -103,9 +103,9 @@ def render_configs(root: Path = CONFIGS) -> str:
         for path in sorted(group.rglob("*.yaml")):
             rel = path.relative_to(root.parent).as_posix()
             header, rows = config_options(path.read_text(encoding="utf-8"))
-            out += [f"### `{rel}`", ""]
+            out += [f"### `{path.relative_to(group).as_posix()}`", "", f"`{rel}`", ""]
             if header:
-                out += [header, ""]
+                out += ["```text", header, "```", ""]
             if rows:
                 out += ["| option | value | comment |", "|---|---|---|"]
                 out += [f"| `{k}` | `{_cell(v)}` | {_cell(c)} |" if v else f"| `{k}` | | {_cell(c)} |" for k, v, c in rows]
