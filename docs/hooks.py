@@ -8,6 +8,10 @@ A page that contains one of these marker lines gets it replaced by generated Mar
 - ``<!-- generated: benchmarks -->``: one section per ``benchmarks/results/*.json`` with its
   settings and a table per list/mapping of measurements; no figure is copied by hand.
 
+The docstrings mark cross-references with Sphinx roles (``:class:`X```), which the Markdown
+renderer leaves as literal ``:class:`` text before the code span; :func:`on_page_content`
+drops the role so the rendered page shows just the name.
+
 The functions are plain (no MkDocs import) so tests can call them too.
 """
 
@@ -22,6 +26,7 @@ ROOT = Path(__file__).resolve().parent.parent
 CONFIGS = ROOT / "configs"
 RESULTS = ROOT / "benchmarks" / "results"
 MARKER = re.compile(r"^<!-- generated: (\w+) -->$", re.MULTILINE)
+SPHINX_ROLE = re.compile(r":(?:class|func|meth|mod|attr|data|obj|exc):(?=<code)")
 
 # What each config group is for (a group without an entry still gets its files listed).
 GROUPS: dict[str, str] = {
@@ -214,3 +219,8 @@ def on_page_markdown(markdown: str, **kwargs: Any) -> str:
         return GENERATORS[name]()
 
     return MARKER.sub(replace, markdown)
+
+
+def on_page_content(html: str, **kwargs: Any) -> str:
+    """MkDocs hook: drop Sphinx roles (``:class:``, ``:func:``, …) left before rendered code spans."""
+    return SPHINX_ROLE.sub("", html)
