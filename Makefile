@@ -6,6 +6,7 @@ STAMP := $(VENV)/.installed
 
 export WANDB_MODE ?= offline
 export WANDB_SILENT ?= true
+export NO_MKDOCS_2_WARNING ?= 1
 
 .PHONY: demo test test-fast bench lint docs docs-serve clean venv
 
