@@ -6,8 +6,9 @@ STAMP := $(VENV)/.installed
 
 export WANDB_MODE ?= offline
 export WANDB_SILENT ?= true
+export NO_MKDOCS_2_WARNING ?= 1
 
-.PHONY: demo test test-fast bench lint clean venv
+.PHONY: demo test test-fast bench lint docs docs-serve clean venv
 
 venv: $(STAMP)
 
@@ -31,10 +32,19 @@ BENCH_ARGS ?= --quick
 bench: $(STAMP)
 	$(BIN)/python benchmarks/run_all.py $(BENCH_ARGS)
 
-# ruff (style, imports, bugbear) and the import-linter contracts in pyproject.toml (layers, no cycles).
+# ruff (style, imports, bugbear), the import-linter contracts in pyproject.toml (layers, no
+# cycles) and a strict build of the documentation site into a throw-away folder.
 lint: $(STAMP)
-	$(BIN)/ruff check robustattr tests benchmarks train.py certify.py
+	$(BIN)/ruff check robustattr tests benchmarks train.py certify.py docs/hooks.py
 	$(BIN)/lint-imports
+	tmp=$$(mktemp -d) && PYTHONPATH=$(CURDIR) $(BIN)/mkdocs build --strict --quiet --site-dir $$tmp; rc=$$?; rm -rf $$tmp; exit $$rc
+
+# The documentation site (MkDocs + Material + mkdocstrings) into site/; docs-serve on :8000.
+docs: $(STAMP)
+	PYTHONPATH=$(CURDIR) $(BIN)/mkdocs build --strict --site-dir site
+
+docs-serve: $(STAMP)
+	PYTHONPATH=$(CURDIR) $(BIN)/mkdocs serve
 
 clean:
-	rm -rf outputs wandb lightning_logs .pytest_cache
+	rm -rf outputs wandb lightning_logs .pytest_cache site

@@ -1,6 +1,6 @@
 """Evaluate a checkpoint: ``python certify.py {smoothing|bounds|attack} --checkpoint C [--output O] …``.
 
-See README.md, section "certify.py / robustattr-certify" (``certify.py <subcommand> --help`` lists every option).
+See docs/guides/certify.md (``certify.py <subcommand> --help`` lists every option).
 """
 
 from robustattr.apps.certify import main

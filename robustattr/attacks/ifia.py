@@ -1,4 +1,4 @@
-"""IFIA attribution attacks (Ghorbani et al. 2019; SPEC §3) on the projected-ascent core.
+"""IFIA attribution attacks (Ghorbani, Abid & Zou, "Interpretation of Neural Networks is Fragile", AAAI 2019, arXiv:1710.10547) on the projected-ascent core.
 
 All attack the map ``a(x) = Σ_c |g_c(x)|`` of any attribution ``g`` with ℓ∞ sign steps (ℓ2
 normalised steps with ``norm="l2"``) on the softplus surrogate. The ascent uses the
@@ -16,7 +16,7 @@ TargetedAttack     ``Σ_{i∈target} ā_i(x̃)``                              ma
 RandomSignAttack   none: each step tries ``x + ε·s``, ``s`` random ±1   top-k intersection      lower
 =================  ===================================================  ======================  =========
 
-Defaults (MNIST, SPEC §3): ε=0.3, α=0.01, 100 steps, k=100; CIFAR: ε=8/255, α=1/255, k=1000.
+Defaults (MNIST scale): ε=0.3, α=0.01, 100 steps, k=100; CIFAR: ε=8/255, α=1/255, k=1000.
 Cost per step: one attribution with ``create_graph=True`` + backward on the surrogate, one
 forward and one attribution on the original network.
 """

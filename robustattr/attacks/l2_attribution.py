@@ -1,7 +1,7 @@
-"""ℓ2 attribution attack (SPEC §3): push the attribution away from ``g(x)`` inside an ℓ2 ball.
+"""ℓ2 attribution attack: push the attribution away from ``g(x)`` inside an ℓ2 ball.
 
-Used to validate worst-case deviation bounds (seed 001: ℓ2 PGD-20, euclidean objective) and
-to try to beat smoothing certificates (seeds 000/003, smoothed attribution, cosine objective).
+Used to validate worst-case deviation bounds (Wang & Kong, CVPR 2023, arXiv:2303.00340: ℓ2 PGD-20, euclidean objective) and
+to try to beat smoothing certificates (Wang & Kong, arXiv:2405.06361: smoothed attribution, cosine objective).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Explanation manipulation (Dombrowski et al. 2019; SPEC §3).
+"""Explanation manipulation (Dombrowski et al., "Explanations can be manipulated and geometry is to blame", NeurIPS 2019, arXiv:1906.07983).
 
 Minimise ``L(x̃) = γ_e·MSE(ā(x̃), ā_t) + γ_o·MSE(softmax f(x̃), softmax f(x))`` with Adam
 on ``x̃``, where ``ā = a/Σa`` is the sum-normalised map ``a = Σ_c |g_c|`` and ``ā_t`` the

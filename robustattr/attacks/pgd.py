@@ -202,7 +202,7 @@ class PGD:
     ``[B, C, H, W]``.
 
     Args:
-        eps: ε > 0 (pixel units). SPEC defaults: MNIST 0.3, CIFAR 8/255.
+        eps: ε > 0 (pixel units). Usual budgets (Madry et al., ICLR 2018, arXiv:1706.06083): MNIST 0.3, CIFAR 8/255.
         step_size: α > 0 (MNIST 0.01, CIFAR 2/255).
         steps: ≥ 1 (MNIST 40, CIFAR 10).
         norm: ``"linf"`` (sign steps) or ``"l2"`` (normalised steps).

@@ -1,4 +1,4 @@
-"""Worst-case attribution deviation bounds (seed 001, SPEC §6), computed matrix-free.
+"""Worst-case attribution deviation bounds (F. Wang & A. W.-K. Kong, "A Practical Upper Bound for the Worst-Case Attribution Deviations", CVPR 2023, arXiv:2303.00340), computed matrix-free.
 
 For an attribution ``g: R^d → R^d`` (Saliency, InputXGradient, IntegratedGradients) of the
 explained logit at ``x``, let ``J = ∂g/∂x ∈ R^{d×d}`` (per sample) and ``P = JᵀJ`` so that
@@ -375,7 +375,7 @@ def linf_sum_abs_gram(J: Tensor, chunk_size: int = 512) -> Tensor:
 
 @dataclass(frozen=True)
 class WorstCaseBounds:
-    """Per-sample first-order worst-case deviation estimates (seed 001) for one ε and norm.
+    """Per-sample first-order worst-case deviation estimates (Wang & Kong, CVPR 2023) for one ε and norm.
 
     All tensors have leading dimension B. Not certificates: see the module docstring.
 
@@ -462,7 +462,7 @@ def worst_case_bounds(
     *,
     check_range: bool = True,
 ) -> WorstCaseBounds:
-    """All seed-001 bounds for ``x: [B, C, H, W]``, ``y: [B]`` at budget ε in ``norm``.
+    """All worst-case bounds of Wang & Kong (CVPR 2023, arXiv:2303.00340) for ``x: [B, C, H, W]``, ``y: [B]`` at budget ε in ``norm``.
 
     ``ξ_max`` by Lanczos (:func:`top_singular`); for ``norm="linf"`` also ``Σ|P_ij|`` from the
     full Jacobian when ``d ≤ full_jacobian_limit`` (else only ``√d·ξ_max``, with a warning).

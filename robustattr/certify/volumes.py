@@ -1,4 +1,4 @@
-"""Ball-overlap volumes for uniform ℓ2 smoothing (SPEC §5, seeds 000/003).
+"""Ball-overlap volumes for uniform ℓ2 smoothing (Wang & Kong, "Certified ℓ2 Attribution Robustness via Uniformly Smoothed Attributions", arXiv:2405.06361).
 
 Two ℓ2 balls of radius ``r`` in ``d`` dimensions whose centres are ``ε`` apart do not
 overlap on the fraction
@@ -102,7 +102,7 @@ def nonoverlap_fraction_large_d(eps: ArrayLike, r: float, d: int) -> np.ndarray 
 
 
 def eps_max_large_d(p: ArrayLike, r: float, d: int) -> np.ndarray | float:
-    """Large-d inverse ``ε ≈ (2r/sqrt(d+1))·Φ⁻¹((1+p)/2)`` (SPEC §5)."""
+    """Large-d inverse ``ε ≈ (2r/sqrt(d+1))·Φ⁻¹((1+p)/2)`` (normal approximation of the beta distribution)."""
     _check_r_d(r, d)
     pp = _f64(p)
     return _out(2.0 * r / math.sqrt(d + 1) * stats.norm.ppf((1.0 + pp) / 2.0))

@@ -50,7 +50,7 @@ def triplet_per_sample(
     For each anchor ``X ∈ {x_c, x_a}``: ``d_ap = max_{j∈pair} 1 − cos(X, pos_j)``,
     ``d_an = min_{j∈pair} 1 − cos(X, neg_j)``, loss ``softplus(d_ap − d_an)``; the value of
     sample i is the mean over its two anchors, so ``mean_i`` equals the mean over the ``2B``
-    anchors of SPEC §2. ``mask`` (``[B, C, H, W]`` 0/1) restricts every vector to the
+    anchors of ART (Singh et al., ECCV 2020, arXiv:1911.13073). ``mask`` (``[B, C, H, W]`` 0/1) restricts every vector to the
     selected pixels (the inner attack's top-k). All inputs ``[B, C, H, W]``.
     """
 

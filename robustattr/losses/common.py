@@ -3,7 +3,7 @@
 
 Every function here is batched over ``[B, C, H, W]`` and differentiable when asked
 (``create_graph=True``); per-sample values are returned as ``[B]`` so that callers average
-them (SPEC §0: every loss term is a per-sample mean).
+them (robustattr convention: every loss term is a per-sample mean).
 """
 
 from __future__ import annotations
@@ -116,7 +116,7 @@ def l1_per_sample(t: Tensor) -> Tensor:
 
 
 def label_ig(model: nn.Module, x: Tensor, y: Tensor, steps: int, create_graph: bool) -> Tensor:
-    """IG of the label logit, zero baseline, right Riemann with ``steps`` points (SPEC §1); ``[B,C,H,W]``."""
+    """IG of the label logit, zero baseline, right Riemann with ``steps`` points (Sundararajan et al., ICML 2017, arXiv:1703.01365); ``[B,C,H,W]``."""
     return IntegratedGradients(steps=steps).attribute(model, x, y, create_graph=create_graph)
 
 

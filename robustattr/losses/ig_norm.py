@@ -38,7 +38,7 @@ class IGNormLoss:
     passes + one CE pass.
 
     Args:
-        lam: λ ≥ 0 (IG-NORM weight, SPEC §2 MNIST default 1).
+        lam: λ ≥ 0 (IG-NORM weight; Chen et al., NeurIPS 2019, arXiv:1905.09957; MNIST default 1).
         beta: β ≥ 0 (IG-SUM-NORM weight, default 0.1).
         sum_norm: IG-SUM-NORM instead of IG-NORM.
         eps, step_size, steps: PGD budget (MNIST 0.3, 0.01, 40).

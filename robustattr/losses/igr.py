@@ -28,7 +28,7 @@ _INNERS = ("kl", "attribution")
 
 @register("loss", "igr")
 class IGRLoss:
-    """IGR: ``L = L_base + λ · mean_i (1 − cos(IG(x_i), IG(x'_i)))`` (SPEC §2, robustattr's formulation).
+    """IGR: ``L = L_base + λ · mean_i (1 − cos(IG(x_i), IG(x'_i)))`` (Wang & Kong, NeurIPS 2022, arXiv:2205.07279; robustattr's formulation).
 
     ``IG`` is Integrated Gradients of the label logit, zero baseline, ``ig_steps`` right-Riemann
     points, differentiable (double backward). ``L_base`` is ``CE(f(x), y)`` (``base="ce"``) or the

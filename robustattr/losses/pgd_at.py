@@ -19,7 +19,7 @@ class PGDAdversarialLoss:
     forward+backward passes (× ``restarts`` for the attack).
 
     Args:
-        eps: ε (SPEC §2 defaults: MNIST 0.3, CIFAR 8/255).
+        eps: ε (Madry et al., ICLR 2018, arXiv:1706.06083: MNIST 0.3, CIFAR 8/255).
         step_size: α (MNIST 0.01, CIFAR 2/255).
         steps: number of PGD steps (MNIST 40, CIFAR 10).
         norm: ``"linf"`` or ``"l2"``.

@@ -1,4 +1,4 @@
-"""SSR: smoothed-geometry (curvature) regularisation (Wang et al. 2020, seed 002)."""
+"""SSR: smoothed-geometry (curvature) regularisation (Z. Wang et al., "Smoothed Geometry for Robust Attribution", NeurIPS 2020, arXiv:2006.07828)."""
 
 from __future__ import annotations
 
@@ -34,7 +34,7 @@ def ce_hessian_lambda_max(jac: Tensor, logits: Tensor) -> Tensor:
 
     ``A = diag(p) − ppᵀ = L Lᵀ`` with the closed-form factor ``L = diag(√p)(I − √p√pᵀ)``
     (``I − √p√pᵀ`` is a projector since ``‖√p‖ = 1``), so ``λ_max(H̃) = λ_max(Lᵀ (WᵀW) L)``,
-    a K×K symmetric eigenproblem. The factor replaces SPEC's ``eigh(A)``: same matrix, but
+    a K×K symmetric eigenproblem. The factor replaces an ``eigh(A)``: same matrix, but
     differentiable when ``p`` has tied entries (``eigh``'s gradient is infinite there, e.g.
     at initialisation). Shapes: ``jac: [B, K, d]``, ``logits: [B, K]``.
     """

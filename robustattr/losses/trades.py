@@ -30,7 +30,7 @@ class TRADESLoss:
     Terms: ``ce``, ``kl``. Cost: ``steps`` inner passes + one forward+backward on ``[x; x']``.
 
     Args:
-        beta: β ≥ 0 (SPEC §2: MNIST 1, CIFAR 6).
+        beta: β ≥ 0 (Zhang et al., ICML 2019, arXiv:1901.08573: MNIST 1, CIFAR 6).
         eps: ε (MNIST 0.3, CIFAR 0.031).
         step_size: α (MNIST 0.01, CIFAR 0.007).
         steps: inner steps (MNIST 40, CIFAR 10).

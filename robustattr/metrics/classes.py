@@ -73,7 +73,7 @@ class AttributionMetric(Metric):
 
 @register("metric", "topk")
 class TopKIntersection(AttributionMetric):
-    """``|T_k(a) ∩ T_k(b)| / k`` (default k=100 for 28×28 maps, SPEC §3)."""
+    """``|T_k(a) ∩ T_k(b)| / k`` (default k=100 for 28×28 maps, as in Ghorbani et al., AAAI 2019, arXiv:1710.10547)."""
 
     name = "topk"
 

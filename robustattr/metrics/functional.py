@@ -1,4 +1,4 @@
-"""Attribution-robustness metrics as pure tensor functions (SPEC §4).
+"""Attribution-robustness metrics as pure tensor functions (top-k: Ghorbani et al., AAAI 2019, arXiv:1710.10547; LENS: Kamath et al., "Rethinking Robustness of Model Attributions", AAAI 2024, arXiv:2312.10534).
 
 Maps are ``[B, H, W]`` (use :func:`robustattr.attributions.attribution_map` to get
 ``a = Σ_c |g_c|`` from ``g: [B, C, H, W]``; 4-D inputs are converted automatically);
@@ -325,7 +325,7 @@ def topk_intersection(a: Tensor, b: Tensor, k: int) -> Tensor:
 
 
 def lens_topk(a: Tensor, b: Tensor, k: int, w: int = 3) -> tuple[Tensor, Tensor]:
-    """LENS top-k (seed 004) in both directions; each ``[B]`` in [0, 1].
+    """LENS top-k (Kamath et al., "Rethinking Robustness of Model Attributions", AAAI 2024, arXiv:2312.10534) in both directions; each ``[B]`` in [0, 1].
 
     Returns ``(|N_w(T_k(a)) ∩ T_k(b)| / k, |T_k(a) ∩ N_w(T_k(b))| / k)``; their mean is the
     symmetric score. ``w`` odd (w=1 is plain top-k intersection).
@@ -344,7 +344,7 @@ def topk_div_mask(a: Tensor, k: int, w: int = 3) -> Tensor:
 
     Repeat k times: pick the highest remaining candidate pixel, then remove every pixel of
     its w×w window (clipped at the borders) from the candidates. Every pick is kept
-    (seed 004's reference code drops the second pick; this does not). If the candidates
+    (the LENS paper's reference code drops the second pick; this does not). If the candidates
     run out before k picks (k too large for w), fewer than k pixels are selected and scores
     stay normalised by k.
     """
@@ -393,13 +393,13 @@ def _maxpool_map(a: Tensor, w: int) -> Tensor:
 
 
 def lens_spearman(a: Tensor, b: Tensor, w: int = 3) -> Tensor:
-    """Spearman ρ of the w×w max-pooled maps (robustattr's LENS-Spearman, SPEC §4); ``[B]``."""
+    """Spearman ρ of the w×w max-pooled maps (robustattr's LENS-Spearman: the LENS neighbourhood of Kamath et al., AAAI 2024, applied to rank correlation); ``[B]``."""
     a, b = check_pair(a, b)
     return spearman(_maxpool_map(a, w), _maxpool_map(b, w))
 
 
 def lens_kendall(a: Tensor, b: Tensor, w: int = 3, backend: str = "auto") -> Tensor:
-    """Kendall τ-b of the w×w max-pooled maps (robustattr's LENS-Kendall, SPEC §4); ``[B]``."""
+    """Kendall τ-b of the w×w max-pooled maps (robustattr's LENS-Kendall: the LENS neighbourhood of Kamath et al., AAAI 2024, applied to rank correlation); ``[B]``."""
     a, b = check_pair(a, b)
     return kendall_tau(_maxpool_map(a, w), _maxpool_map(b, w), backend=backend)
 
