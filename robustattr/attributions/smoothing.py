@@ -190,14 +190,14 @@ class _NoiseChoice(_NoiseAveraged):
 
     def __init__(
         self,
-        noise: str,
-        sigma: float,
-        radius: float,
-        n_samples: int,
-        base: Attribution | None,
-        internal_batch_size: int | None,
-        generator: torch.Generator | None,
-        seed: int | None,
+        noise: str = "gaussian",
+        sigma: float = 0.15,
+        radius: float = 0.5,
+        n_samples: int = 50,
+        base: Attribution | None = None,
+        internal_batch_size: int | None = None,
+        generator: torch.Generator | None = None,
+        seed: int | None = None,
     ) -> None:
         if noise not in _NOISES:
             raise ValueError(f"noise must be one of {_NOISES}, got {noise!r}")

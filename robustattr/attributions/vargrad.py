@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import torch
 from torch import Tensor
 
-from robustattr.attributions.base import Attribution
 from robustattr.attributions.smoothing import _NoiseChoice
 from robustattr.registry import register
 
@@ -39,19 +37,6 @@ class VarGrad(_NoiseChoice):
 
     Shapes: ``[B, C, H, W] → [B, C, H, W]`` (non-negative).
     """
-
-    def __init__(
-        self,
-        noise: str = "gaussian",
-        sigma: float = 0.15,
-        radius: float = 0.5,
-        n_samples: int = 50,
-        base: Attribution | None = None,
-        internal_batch_size: int | None = None,
-        generator: torch.Generator | None = None,
-        seed: int | None = None,
-    ) -> None:
-        super().__init__(noise, sigma, radius, n_samples, base, internal_batch_size, generator, seed)
 
     def _reduce(self, g: Tensor) -> Tensor:
         """Population variance over the n copies: ``[n, B, ...] → [B, ...]``."""
