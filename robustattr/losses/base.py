@@ -68,7 +68,7 @@ def checked_loss(probe: bool = True) -> Callable[[_Call], _Call]:
                 return call(self, model, x, y)
 
         sig = inspect.signature(call)
-        keyword = inspect.Parameter("check_range", inspect.Parameter.KEYWORD_ONLY, default=True, annotation="bool")
+        keyword = inspect.Parameter("check_range", inspect.Parameter.KEYWORD_ONLY, default=True, annotation=bool)
         wrapper.__signature__ = sig.replace(parameters=[*sig.parameters.values(), keyword])  # type: ignore[attr-defined]
         return wrapper  # type: ignore[return-value]
 
