@@ -13,9 +13,11 @@ import inspect
 from collections.abc import Callable
 from typing import Any, NamedTuple, Protocol, TypeVar, runtime_checkable
 
+import torch
 from torch import Tensor, nn
 
 from robustattr.utils import contract
+from robustattr.utils.modes import eval_mode
 
 
 class LossOutput(NamedTuple):
@@ -43,6 +45,21 @@ class RobustLoss(Protocol):
 _Call = TypeVar("_Call", bound=Callable[..., Any])
 
 
+def probe_logits(model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
+    """The contract probe as a value: eval-mode logits ``f(x)`` without gradients, checked; ``[B, K]``.
+
+    For objectives declared with ``checked_loss(probe=False)`` whose inner maximisation needs
+    exactly these logits (TRADES' ``p(x)``, Zhang et al., ICML 2019, arXiv:1901.08573): one
+    forward serves both the check (finite ``[B, K]``, ``y`` in ``[0, K)``) and the ascent.
+    Every submodule's mode is restored, so BatchNorm statistics are untouched.
+    Shapes: ``x: [B, C, H, W]``, ``y: [B]`` → detached ``[B, K]``.
+    """
+    with torch.no_grad(), eval_mode(model):
+        logits = model(x)
+    contract.check_logits(logits, x.shape[0], labels=y)
+    return logits
+
+
 def checked_loss(probe: bool = True) -> Callable[[_Call], _Call]:
     """Decorator of a loss's ``__call__(self, model, x, y)``: the input contract, checked once per call.
 
@@ -50,7 +67,8 @@ def checked_loss(probe: bool = True) -> Callable[[_Call], _Call]:
     gradients in eval mode (:func:`robustattr.utils.contract.check_call`; cheap next to an inner
     maximisation, and BatchNorm statistics are untouched). With ``probe=False`` only ``x`` and
     ``y`` are checked here and the loss checks the logits it computes itself with
-    ``contract.check_logits(logits, B, labels=y)`` before using ``y``. The call is an entry
+    ``contract.check_logits(logits, B, labels=y)`` (or :func:`probe_logits`) before using
+    ``y``. The call is an entry
     point (:func:`robustattr.utils.contract.entry`): the attacks and attributions it runs inside
     are not re-checked. The decorated call takes a keyword-only ``check_range: bool = True``;
     ``False`` lets pixels outside [0, 1] through (:func:`robustattr.utils.contract.range_option`).

@@ -40,7 +40,8 @@ class TradesInner:
 
     Starts at ``x + σ·N(0, I)`` (σ = 0.001), ``steps`` sign (ℓ∞) or normalised (ℓ2) steps of
     size α, model in eval mode (mode restored), ``p(x)`` fixed (detached) during the ascent,
-    result detached. Cost: ``steps`` forward+backward passes plus one clean forward.
+    result detached. Cost: ``steps`` forward+backward passes plus one clean forward (none if
+    the caller passes the clean logits it already computed).
     ``eps`` and ``step_size`` stay settable after construction (validated ``> 0``).
     """
 
@@ -62,12 +63,18 @@ class TradesInner:
         self.eps, self.step_size, self.steps, self.norm = eps, step_size, steps, norm
         self.start_sigma, self.noise_seed = start_sigma, noise_seed
 
-    def __call__(self, model: nn.Module, x: Tensor) -> Tensor:
-        """``x: [B, C, H, W]`` → adversarial ``x': [B, C, H, W]`` (detached)."""
+    def __call__(self, model: nn.Module, x: Tensor, clean: Tensor | None = None) -> Tensor:
+        """``x: [B, C, H, W]`` → adversarial ``x': [B, C, H, W]`` (detached).
+
+        ``clean``: the eval-mode logits ``f(x)`` ``[B, K]`` if the caller already has them (e.g.
+        from the contract probe, :func:`robustattr.losses.base.probe_logits`); else computed here.
+        """
         ensure_grad_mode()
         with eval_mode(model):
-            with torch.no_grad():
-                clean = model(x)
+            if clean is None:
+                with torch.no_grad():
+                    clean = model(x)
+            clean = clean.detach()
             start = x.detach() + draw_noise(x, "gaussian", self.start_sigma, self.noise_seed)
             return projected_ascent(
                 lambda z: kl_per_sample(clean, model(z)), x, start, self.eps, self.step_size, self.steps, self.norm

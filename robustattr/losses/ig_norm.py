@@ -109,7 +109,7 @@ class IGNormLoss:
     def __repr__(self) -> str:
         w = f"beta={self.beta}" if self.sum_norm else f"lam={self.lam}"
         return (
-            f"IGNormLoss({w}, sum_norm={self.sum_norm}, eps={self.eps}, step_size={self.step_size}, "
+            f"{type(self).__name__}({w}, sum_norm={self.sum_norm}, eps={self.eps}, step_size={self.step_size}, "
             f"steps={self.steps}, ig_steps={self.ig_steps}, approx={self.approx}, norm={self.norm!r})"
         )
 

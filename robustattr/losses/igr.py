@@ -15,7 +15,7 @@ from robustattr.attacks.pgd import (
     draw_noise,
     projected_ascent,
 )
-from robustattr.losses.base import LossOutput, checked_loss
+from robustattr.losses.base import LossOutput, checked_loss, probe_logits
 from robustattr.losses.common import TradesInner, cosine_gap, label_ig
 from robustattr.losses.trades import trades_terms
 from robustattr.models.activation import softplus_surrogate
@@ -97,10 +97,13 @@ class IGRLoss:
         self.steps, self.norm = steps, norm
         self.ig_steps, self.inner_ig_steps, self.softplus_beta, self.noise_seed = ig_steps, inner_ig_steps, softplus_beta, noise_seed
 
-    def attack(self, model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
-        """The perturbed point ``x'`` (detached ``[B, C, H, W]``) for the configured ``inner``."""
+    def attack(self, model: nn.Module, x: Tensor, y: Tensor, clean: Tensor | None = None) -> Tensor:
+        """The perturbed point ``x'`` (detached ``[B, C, H, W]``) for the configured ``inner``.
+
+        ``clean``: eval-mode logits ``f(x)`` ``[B, K]`` already computed (used by ``inner="kl"``).
+        """
         if self.inner == "kl":
-            return self.kl_inner(model, x)
+            return self.kl_inner(model, x, clean)
         sur = softplus_surrogate(model, self.softplus_beta)
         with eval_mode(model, sur):
             ig_x = label_ig(sur, x.detach(), y, self.inner_ig_steps, create_graph=False).detach()
@@ -110,10 +113,12 @@ class IGRLoss:
                 x, start, self.eps, self.step_size, self.steps, self.norm,
             )
 
-    @checked_loss()
+    @checked_loss(probe=False)
     def __call__(self, model: nn.Module, x: Tensor, y: Tensor) -> LossOutput:
         B = x.shape[0]
-        x_adv = self.attack(model, x, y)
+        # The contract probe; its eval-mode logits are also p(x) of the KL ascent (inner="kl").
+        clean = probe_logits(model, x, y)
+        x_adv = self.attack(model, x, y, clean)
         terms: dict[str, Tensor] = {}
         if self.base == "trades":
             logits, ce, kl = trades_terms(model, x, x_adv, y)
@@ -132,7 +137,7 @@ class IGRLoss:
 
     def __repr__(self) -> str:
         return (
-            f"IGRLoss(lam={self.lam}, base={self.base!r}, inner={self.inner!r}, beta={self.beta}, eps={self.eps}, "
+            f"{type(self).__name__}(lam={self.lam}, base={self.base!r}, inner={self.inner!r}, beta={self.beta}, eps={self.eps}, "
             f"step_size={self.step_size}, steps={self.steps}, norm={self.norm!r}, ig_steps={self.ig_steps}, "
             f"inner_ig_steps={self.inner_ig_steps})"
         )

@@ -6,7 +6,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from robustattr.attacks.pgd import PositiveParameter, check_nonnegative
-from robustattr.losses.base import LossOutput, checked_loss
+from robustattr.losses.base import LossOutput, checked_loss, probe_logits
 from robustattr.losses.common import TradesInner, kl_per_sample
 from robustattr.registry import register
 
@@ -27,7 +27,9 @@ class TRADESLoss:
 
     ``x'`` maximises the KL in ``B_p(x, ε) ∩ [0,1]`` from ``x + 0.001·N(0, I)`` by sign (ℓ∞)
     or normalised (ℓ2) steps, model in eval mode (:class:`robustattr.losses.common.TradesInner`).
-    Terms: ``ce``, ``kl``. Cost: ``steps`` inner passes + one forward+backward on ``[x; x']``.
+    Terms: ``ce``, ``kl``. Cost: one clean eval-mode forward (the input check and ``p(x)`` of the
+    ascent), ``steps`` inner forward+backward passes, then separate forward+backward passes at
+    ``x`` and ``x'``.
 
     Args:
         beta: β ≥ 0 (Zhang et al., ICML 2019, arXiv:1901.08573: MNIST 1, CIFAR 6).
@@ -59,9 +61,10 @@ class TRADESLoss:
         self.beta = beta
         self.inner = TradesInner(eps, step_size, steps, norm, start_sigma, noise_seed)
 
-    @checked_loss()
+    @checked_loss(probe=False)
     def __call__(self, model: nn.Module, x: Tensor, y: Tensor) -> LossOutput:
-        x_adv = self.inner(model, x)
+        # One eval-mode forward is both the contract probe and p(x) of the inner maximisation.
+        x_adv = self.inner(model, x, probe_logits(model, x, y))
         clean, ce, kl = trades_terms(model, x, x_adv, y)
         return LossOutput(ce + self.beta * kl, {"ce": ce.detach(), "kl": kl.detach()}, clean.detach())
 

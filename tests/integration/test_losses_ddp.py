@@ -29,9 +29,11 @@ def _losses() -> dict[str, object]:
         ARTLoss,
         IGNormLoss,
         IGRLoss,
+        IGSumNormLoss,
         PGDAdversarialLoss,
         SSRLoss,
         StandardLoss,
+        TRADESIGRLoss,
         TRADESLoss,
     )
 
@@ -42,10 +44,10 @@ def _losses() -> dict[str, object]:
         "pgd_l2": PGDAdversarialLoss(eps=1.0, step_size=0.3, steps=2, norm="l2", noise_seed=s),
         "trades": TRADESLoss(beta=3.0, eps=0.2, step_size=0.05, steps=2, noise_seed=s),
         "ignorm": IGNormLoss(lam=1.0, eps=0.2, step_size=0.05, steps=1, ig_steps=4, approx=2, noise_seed=s),
-        "igsumnorm": IGNormLoss(beta=0.5, sum_norm=True, eps=0.2, step_size=0.05, steps=1, ig_steps=4, approx=2, noise_seed=s),
+        "igsumnorm": IGSumNormLoss(beta=0.5, eps=0.2, step_size=0.05, steps=1, ig_steps=4, approx=2, noise_seed=s),
         "art": ARTLoss(eps=0.1, step_size=0.05, steps=1, random_start=True, noise_seed=s),
         "igr": IGRLoss(lam=1.0, eps=0.2, step_size=0.05, steps=1, ig_steps=3, inner_ig_steps=2, noise_seed=s),
-        "trades_igr": IGRLoss(lam=1.0, base="trades", eps=0.2, step_size=0.05, steps=1, ig_steps=3, noise_seed=s),
+        "trades_igr": TRADESIGRLoss(lam=1.0, eps=0.2, step_size=0.05, steps=1, ig_steps=3, noise_seed=s),
         "ssr": SSRLoss(beta=0.3, scale=15.0),
     }
 

@@ -86,6 +86,28 @@ def test_trades_kl_equals_f_kl_div(tiny_trained, batch) -> None:
     torch.testing.assert_close(out.logits, clean)
 
 
+@pytest.mark.parametrize(
+    "make,calls",
+    [
+        # probe = p(x) of the ascent, 3 ascent steps, separate forwards at x and x'
+        (lambda: TRADESLoss(eps=0.2, step_size=0.05, steps=3), [4, 4, 4, 4, 4, 4]),
+        # the same, then IG of [x; x'] with 3 points folded into one forward of 2·3·B rows
+        (lambda: losses.TRADESIGRLoss(eps=0.2, step_size=0.05, steps=2, ig_steps=3), [4, 4, 4, 4, 4, 24]),
+    ],
+)
+def test_trades_clean_forward_serves_probe_and_ascent(make, calls: list[int], batch) -> None:
+    """One eval-mode forward at x is both the input check and p(x) of the KL ascent (no second one)."""
+    x, y = batch
+    model = _tiny().train()
+    rows: list[int] = []
+    handle = model.register_forward_hook(lambda _m, inp, _out: rows.append(int(inp[0].shape[0])))
+    try:
+        make()(model, x, y)
+    finally:
+        handle.remove()
+    assert rows == calls
+
+
 def _loss_ig_l1_loop(model: nn.Module, x: torch.Tensor, xs: torch.Tensor, y: torch.Tensor, m: int) -> torch.Tensor:
     """‖IGᴸ(x_i, x*_i)‖₁ with one backward per sample and path point."""
     vals = []
@@ -332,6 +354,8 @@ _CHEAP = {
     "ARTLoss": {"steps": 1},
     "IGRLoss": {"steps": 1, "ig_steps": 3, "inner_ig_steps": 2},
     "SSRLoss": {},
+    "IGSumNormLoss": {"steps": 1, "ig_steps": 5, "approx": 5},
+    "TRADESIGRLoss": {"steps": 1, "ig_steps": 3},
 }
 
 
