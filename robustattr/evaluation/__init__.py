@@ -11,12 +11,13 @@ from robustattr.evaluation.accuracy import CleanAccuracy, PGDAccuracy
 from robustattr.evaluation.attribution_attack import DEFAULT_METRICS, AttributionAttackEvaluator
 from robustattr.evaluation.base import Evaluator, describe
 from robustattr.evaluation.bounds import BoundsEvaluation, BoundsEvaluator, evaluate_bounds
-from robustattr.evaluation.sharding import assign, shard
+from robustattr.evaluation.sharding import Batch, assign, assign_batches, shard
 from robustattr.evaluation.smoothing import SmoothingEvaluator
 
 __all__ = [
     "DEFAULT_METRICS",
     "AttributionAttackEvaluator",
+    "Batch",
     "BoundsEvaluation",
     "BoundsEvaluator",
     "CleanAccuracy",
@@ -24,6 +25,7 @@ __all__ = [
     "PGDAccuracy",
     "SmoothingEvaluator",
     "assign",
+    "assign_batches",
     "describe",
     "evaluate_bounds",
     "shard",
