@@ -21,6 +21,7 @@ class OfflineRun:
     history_keys: set[str] = field(default_factory=set)
     history_rows: int = 0
     config: dict[str, object] = field(default_factory=dict)
+    summary: dict[str, object] = field(default_factory=dict)
     media_keys: set[str] = field(default_factory=set)
     media_counts: dict[str, int] = field(default_factory=dict)
 
@@ -88,11 +89,14 @@ def read_offline_run(run_dir: str | Path) -> OfflineRun:
                     media = "/".join(path[:-1])
                     out.media_keys.add(media)
                     out.media_counts[media] = out.media_counts.get(media, 0) + 1
-        elif kind == "config":
-            for item in rec.config.update:
+        elif kind in ("config", "run", "summary"):
+            # config updates, the config passed to wandb.init (in the run record), summary updates
+            items = {"config": rec.config.update, "run": rec.run.config.update, "summary": rec.summary.update}[kind]
+            target = out.summary if kind == "summary" else out.config
+            for item in items:
                 key = item.key or "/".join(item.nested_key)
                 try:
-                    out.config[key] = json.loads(item.value_json)
+                    target[key] = json.loads(item.value_json)
                 except json.JSONDecodeError:
-                    out.config[key] = item.value_json
+                    target[key] = item.value_json
     return out

@@ -4,9 +4,14 @@ Synopsis::
 
     certify.py {smoothing|bounds|attack|robustness} --checkpoint C [--output O] [--experiment exp.yaml]
         [--split val] [--num_samples 100 | --indices 3,17,42] [--subset_seed 0] [--batch_size B]
-        [--device cpu] [--progress | --no_progress] [--debug] [--config opts.yaml] [--print_config]
+        [--device cpu|cuda|cuda:1] [--progress | --no_progress] [--merge_only]
+        [--wandb true|false] [--wandb_project P] [--debug] [--config opts.yaml] [--print_config]
         <the evaluator's own options, e.g. --radius 0.5 --n_samples 1000
          --attribution IntegratedGradients --attribution.steps 32>
+
+    # the same command on several processes: only the launcher changes
+    torchrun --standalone --nproc_per_node 8 certify.py smoothing --device cuda …
+    srun certify.py smoothing --device cuda …     # one SLURM task per GPU
 
 Subcommands and their evaluators (the same classes, option names and YAML keys as the
 validation callbacks):
@@ -36,6 +41,18 @@ command resumes; another checkpoint or another result-changing option in the sam
 refused; reports are regenerated from the rows at the end (:mod:`robustattr.apps.reports`).
 Errors print one line ``certify.py: error: …`` and exit with status 2 (``--debug`` or
 ``ROBUSTATTR_DEBUG=1`` shows the traceback).
+
+**Several processes.** Started by torchrun (one or many nodes) or by ``srun`` under SLURM,
+every process joins the launcher's ``torch.distributed`` group (:mod:`robustattr.apps.distributed`;
+``gloo`` on CPU, ``nccl`` on CUDA, ``--device cuda`` = ``cuda:<local rank>``) and evaluates whole
+batches dealt to it by cost; each rank appends to its own shard of the run store and rank 0
+merges the shards into the one report. Results equal one process's exactly (see :func:`run`),
+and a rerun with any number of processes resumes. ``--merge_only`` rebuilds the reports from
+the shards without evaluating (e.g. after collecting shards written on several nodes).
+
+**W&B** (``--wandb``, default true; offline unless a W&B key is configured): one run per job,
+from rank 0: parameters, the per-sample table, the summary and the curves
+(:mod:`robustattr.apps.tracking`).
 """
 
 from __future__ import annotations
@@ -51,9 +68,18 @@ from typing import Any, Literal
 
 import torch
 
+from robustattr.apps.distributed import (
+    DistContext,
+    SharedError,
+    init_distributed,
+    launch_environment,
+    launcher_rank,
+    resolve_device,
+)
 from robustattr.apps.reports import RunInfo, write_reports
 from robustattr.apps.store import RunStore, sha256_file
 from robustattr.evaluation.base import Evaluator
+from robustattr.evaluation.sharding import Batch, assign_batches
 
 __all__ = [
     "DEFAULT_ROOT",
@@ -75,7 +101,7 @@ DEFAULT_ROOT = Path("outputs") / "certify"
 #: options every subcommand has (an evaluator parameter must not reuse one of these names)
 COMMON_OPTIONS = (
     "config", "checkpoint", "output", "experiment", "split", "num_samples", "indices", "subset_seed",
-    "batch_size", "device", "progress", "debug",
+    "batch_size", "device", "progress", "debug", "merge_only", "wandb", "wandb_project",
 )
 
 
@@ -168,6 +194,75 @@ def _say(text: str, quiet: bool, err: bool = False) -> None:
         print(text, file=sys.stderr if err else sys.stdout, flush=True)
 
 
+@dataclass
+class _Setup:
+    """What every rank builds before the work: model, data, selection, identity, store columns."""
+
+    model: torch.nn.Module
+    dataset: Any
+    selection: list[int]
+    identity: dict[str, Any]
+    output: Path
+    columns: list[str]
+    input_shape: tuple[int, ...]
+
+
+def _setup(
+    subcommand: str, checkpoint: str | Path, output: str | Path | None, evaluator: Evaluator,
+    experiment: str | Path | None, split: str, num_samples: int | None, indices: Sequence[int] | None,
+    subset_seed: int, dev: torch.device, map_location: torch.device,
+) -> _Setup:
+    from robustattr.checkpoint import load_classifier
+
+    module, dm = load_classifier(checkpoint, experiment, map_location=map_location)
+    if dm is None:
+        raise ValueError(f"{checkpoint} has no data configuration: pass --experiment <experiment.yaml>")
+    dataset = dm.split(split)
+    selection = select_indices(len(dataset), num_samples, indices, subset_seed)
+    sha = sha256_file(checkpoint)
+    identity = {
+        "checkpoint_sha256": sha,
+        "subcommand": subcommand,
+        "split": split,
+        "experiment_sha256": sha256_file(experiment) if experiment is not None else None,
+        "device_type": dev.type,
+        "evaluator": evaluator.params(),
+    }
+    out = Path(output).expanduser() if output is not None else default_output(subcommand, sha)
+    columns = evaluator.columns(num_classes=getattr(dm, "num_classes", None))
+    return _Setup(module.model, dataset, selection, identity, out, columns, tuple(dataset[selection[0]][0].shape))
+
+
+class _ShardProgress:
+    """Rank 0's view of the shards' growth: rows appended by each rank since the plan.
+
+    Shards only grow after the plan (a writer truncates a torn line only when it opens), so
+    the rows a rank finished are the complete lines appended to its shard since then.
+    """
+
+    def __init__(self, store: RunStore, world_size: int) -> None:
+        self.paths = [store.shard_path(str(r)) for r in range(world_size)]
+        self.offsets = [p.stat().st_size if p.exists() else 0 for p in self.paths]
+        self.rows = [0] * world_size
+
+    def poll(self) -> int:
+        """Read what was appended since the last call; returns the number of new rows."""
+        new = 0
+        for r, path in enumerate(self.paths):
+            try:
+                with open(path, "rb") as f:
+                    f.seek(self.offsets[r])
+                    data = f.read()
+            except FileNotFoundError:
+                continue
+            end = data.rfind(b"\n") + 1
+            k = data[:end].count(b"\n")
+            self.offsets[r] += end
+            self.rows[r] += k
+            new += k
+        return new
+
+
 def run(
     subcommand: str,
     checkpoint: str | Path,
@@ -183,15 +278,37 @@ def run(
     device: str = "cpu",
     progress: bool = True,
     quiet: bool = False,
+    merge_only: bool = False,
+    wandb: bool = False,
+    wandb_project: str | None = "robustattr",
+    poll_seconds: float = 0.5,
 ) -> dict[str, Any]:
     """Evaluate samples of a split with ``evaluator`` into a run store and write the reports.
 
-    Resumable: samples with a row in ``output`` are skipped; every other sample is evaluated
-    in batches of ``batch_size`` and its row is fsynced when its batch is done. Per-sample
-    random streams are seeded from the dataset index, so results do not depend on how samples
-    are batched up to the rounding of batched float32 kernels (measured: 1e-8 on a logit);
-    rows are stored per finished batch, so a resumed run repeats the batches of an
-    uninterrupted one and its rows are bitwise equal.
+    Runs as one process, or as one of the processes of a distributed launcher (torchrun,
+    SLURM's srun; :mod:`robustattr.apps.distributed`), with the same results:
+
+    - **Batches** of ``batch_size`` are formed over the whole selection in selection order
+      (:func:`~robustattr.evaluation.sharding.assign_batches`), so a sample's batch-mates never
+      depend on the number of processes or on what is already done. Batched float32 kernels
+      round differently for other batch compositions (measured: ~1e-8 on a logit); with fixed
+      batches, per-sample seeds (``seed + dataset index``), the same device type and the same
+      threads per process, 1 process and W processes write bitwise equal rows.
+    - **Resume**: batches whose samples all have rows are skipped; a batch with some rows is
+      evaluated whole and only its missing rows are kept (its other members are recomputed
+      and discarded), so the missing samples get exactly the rows of an uninterrupted run.
+      Extending a selection (a larger ``num_samples``) therefore recomputes the finished
+      batch-mates of new samples.
+    - **Sharding**: the remaining batches are dealt to the ranks by cost (batch size ×
+      ``evaluator.cost()``, greedy longest-processing-time; round robin for equal costs). Each
+      rank appends the rows of each finished batch to its own shard ``rows/<rank>.tsv`` and
+      fsyncs, so a rank that dies loses at most its batch in flight.
+    - **Rank 0** writes ``run.json`` first (the others open their shards after it), shows one
+      progress bar counting the samples finished by all ranks (it reads the shards' growth
+      between its own batches; no collective inside the work loop), waits for the other
+      ranks' rows, merges every shard into the reports, logs W&B and prints the summary.
+      A rank that stops before its rows are complete (its shard lock released) makes rank 0
+      fail with a message saying to rerun, which resumes.
 
     Args:
         subcommand: names the run and its report (``smoothing``, ``bounds``, ``attack``, …).
@@ -206,22 +323,31 @@ def run(
         indices: explicit dataset indices of the split.
         subset_seed: seed of the sample permutation.
         batch_size: samples per call of ``evaluator.evaluate``.
-        device: torch device (checked: an unavailable device is an error).
-        progress: show a progress bar counting samples.
+        device: torch device (checked: an unavailable device is an error); ``cuda`` without an
+            index is ``cuda:<local rank>`` (one GPU per process under a launcher).
+        progress: show a progress bar counting samples (rank 0).
         quiet: print nothing (no warnings, no summary).
+        merge_only: evaluate nothing: rebuild the reports from the shards already in
+            ``output`` (every selected sample must have a row). Under a launcher only rank 0
+            works; the device is used only for the identity (it need not exist here).
+        wandb: log one W&B run from rank 0 (:mod:`robustattr.apps.tracking`): parameters,
+            per-sample table, curves, summary. Offline unless a W&B key is configured.
+        wandb_project: the W&B project.
+        poll_seconds: how often rank 0 reads the shards while it waits for the other ranks.
 
     Returns:
-        ``{"output", "files", "summary", "counts", "lines"}``: the run folder, the report
-        files, the evaluator's summary, sample counts and the printed summary lines.
+        ``{"output", "files", "summary", "counts", "lines", "rank", "world_size"}``: the run
+        folder, the report files, the evaluator's summary, sample counts and the printed
+        summary lines (on ranks other than 0: no files, summary or lines, and the counts of
+        that rank's own work).
 
     Raises:
-        ValueError: invalid options, another run in ``output``, a locked output.
+        ValueError: invalid options, another run in ``output`` or in one of its shards, a
+            locked output, a rank that stopped early.
         FileNotFoundError: missing checkpoint, experiment file or dataset.
         robustattr.checkpoint.CheckpointError: unreadable or mismatching checkpoint.
     """
-    from tqdm.auto import tqdm
-
-    from robustattr.checkpoint import check_device, load_classifier
+    from robustattr.checkpoint import check_device
 
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
@@ -229,56 +355,176 @@ def run(
         raise ValueError(f"split must be one of {', '.join(SPLITS)}, got {split!r}")
     if indices is None and num_samples is not None and num_samples < 1:
         raise ValueError(f"num_samples must be >= 1, got {num_samples}")
-    dev = check_device(device)
-    module, dm = load_classifier(checkpoint, experiment, map_location=dev)
-    if dm is None:
-        raise ValueError(f"{checkpoint} has no data configuration: pass --experiment <experiment.yaml>")
-    dataset = dm.split(split)
-    selection = select_indices(len(dataset), num_samples, indices, subset_seed)
-    sha = sha256_file(checkpoint)
-    identity = {
-        "checkpoint_sha256": sha,
-        "subcommand": subcommand,
-        "split": split,
-        "experiment_sha256": sha256_file(experiment) if experiment is not None else None,
-        "device_type": dev.type,
-        "evaluator": evaluator.params(),
-    }
-    out = Path(output).expanduser() if output is not None else default_output(subcommand, sha)
-    model = module.model
-    columns = evaluator.columns(num_classes=getattr(dm, "num_classes", None))
-    prog = _prog()
-    with RunStore(out, identity, columns) as store:
-        done = store.done()
-        todo = [i for i in selection if i not in done]
-        for w in evaluator.warnings(tuple(dataset[selection[0]][0].shape)):
-            _say(f"{prog}: warning: {w}", quiet, err=True)
-        bar = tqdm(total=len(selection), initial=len(selection) - len(todo), desc=subcommand, unit="sample",
+    if not poll_seconds > 0:
+        raise ValueError(f"poll_seconds must be > 0, got {poll_seconds}")
+    launcher, rank, world, local = launch_environment()
+    options = {"split": split, "num_samples": None if indices is not None else num_samples,
+               "indices": None if indices is None else list(indices), "subset_seed": subset_seed,
+               "batch_size": batch_size, "checkpoint": str(checkpoint),
+               "experiment": None if experiment is None else str(experiment)}
+    common = (subcommand, checkpoint, output, evaluator, experiment, split, num_samples, indices, subset_seed)
+    if merge_only:
+        if rank != 0:
+            return {"output": None, "files": {}, "summary": None, "counts": {}, "lines": [], "rank": rank, "world_size": world}
+        dev = _parse_device(resolve_device(device, local))
+        setup = _setup(*common, dev, torch.device("cpu"))
+        options.update(device=str(dev), world_size=0, launcher=launcher, merge_only=True)
+        with RunStore(setup.output, setup.identity, setup.columns, writer=None, create=False) as store:
+            n = len(setup.selection)
+            counts = {"selected": n, "resumed": n, "evaluated": 0, "recomputed": 0}
+            return _finish(subcommand, store, setup, evaluator, options, counts, quiet, wandb, wandb_project, world)
+    dev = check_device(resolve_device(device, local))
+    ctx = init_distributed(dev)
+    try:
+        return _run(ctx, common, dev, evaluator, options, progress, quiet, wandb, wandb_project, poll_seconds)
+    finally:
+        ctx.close()
+
+
+def _parse_device(device: str) -> torch.device:
+    try:
+        return torch.device(device)
+    except (RuntimeError, TypeError) as err:
+        raise ValueError(f"invalid device {device!r}: {err}") from None
+
+
+def _run(
+    ctx: DistContext, common: tuple[Any, ...], dev: torch.device, evaluator: Evaluator, options: dict[str, Any],
+    progress: bool, quiet: bool, wandb: bool, wandb_project: str | None, poll_seconds: float,
+) -> dict[str, Any]:
+    from tqdm.auto import tqdm
+
+    subcommand = common[0]
+    quiet = quiet or not ctx.is_primary
+    setup: _Setup | None = None
+    error: Exception | None = None
+    try:
+        setup = _setup(*common, dev, dev)
+    except Exception as err:  # noqa: BLE001 - every rank learns that one failed (no rank waits forever)
+        error = err
+    ctx.agree(error)
+    assert setup is not None
+    store = RunStore(setup.output, setup.identity, setup.columns, writer=str(ctx.rank), primary=ctx.is_primary)
+    try:
+        for opening in (True, False):  # rank 0 first (writes run.json), then the others
+            error = None
+            if ctx.is_primary == opening:
+                try:
+                    store.open()
+                except Exception as err:  # noqa: BLE001
+                    error = err
+            ctx.agree(error)
+        plan: list[list[Batch]] | None = None
+        resumed = 0
+        watch: _ShardProgress | None = None
+        error = None
+        if ctx.is_primary:
+            try:
+                done = store.done()
+                resumed = sum(1 for i in setup.selection if i in done)
+                plan = assign_batches(setup.selection, options["batch_size"], ctx.world_size, done, evaluator.cost())
+                watch = _ShardProgress(store, ctx.world_size)
+            except Exception as err:  # noqa: BLE001
+                error = err
+        ctx.agree(error)
+        plan, resumed = ctx.broadcast((plan, resumed))
+        assert plan is not None
+        mine = plan[ctx.rank]
+        for w in evaluator.warnings(setup.input_shape):
+            _say(f"{_prog()}: warning: {w}", quiet, err=True)
+        n_sel = len(setup.selection)
+        bar = tqdm(total=n_sel, initial=resumed, desc=subcommand, unit="sample",
                    disable=not progress or quiet, dynamic_ncols=True)
-        for start in range(0, len(todo), batch_size):
-            ids = todo[start : start + batch_size]
-            items = [dataset[i] for i in ids]
+        for batch in mine:
+            items = [setup.dataset[i] for i in batch.indices]
             x = torch.stack([it[0] for it in items]).to(dev)
             y = torch.tensor([int(it[1]) for it in items], dtype=torch.long, device=dev)
-            results = evaluator.evaluate(model, x, y, torch.tensor(ids, dtype=torch.long, device=dev))
-            store.append(ids, results)
-            bar.update(len(ids))
+            results = evaluator.evaluate(setup.model, x, y, torch.tensor(batch.indices, dtype=torch.long, device=dev))
+            if batch.todo != batch.indices:
+                todo = set(batch.todo)
+                keep = torch.tensor([p for p, i in enumerate(batch.indices) if i in todo], dtype=torch.long, device=dev)
+                results = {c: v.index_select(0, keep.to(v.device)) for c, v in results.items()}
+            store.append(batch.todo, results)
+            if watch is not None:
+                bar.update(watch.poll())
+        recomputed = sum(len(b.indices) - len(b.todo) for share in plan for b in share)
+        if not ctx.is_primary:
+            own = sum(len(b.todo) for b in mine)
+            bar.close()
+            return {"output": setup.output, "files": {}, "summary": None, "lines": [], "rank": ctx.rank,
+                    "world_size": ctx.world_size, "counts": {"selected": n_sel, "evaluated": own}}
+        assert watch is not None
+        _wait_for_ranks(store, watch, plan, bar, poll_seconds)
         bar.close()
-        results = store.load(selection)
-        summary = evaluator.summarize(results)
-        counts = {"selected": len(selection), "resumed": len(selection) - len(todo), "evaluated": len(todo)}
-        options = {"split": split, "num_samples": None if indices is not None else num_samples,
-                   "indices": None if indices is None else list(indices), "subset_seed": subset_seed,
-                   "batch_size": batch_size, "device": str(dev), "checkpoint": str(checkpoint),
-                   "experiment": None if experiment is None else str(experiment)}
-        info = RunInfo(subcommand, out, store.identity, selection, options, counts)
-        files, lines = write_reports(info, results, summary)
-    if counts["resumed"]:
+        counts = {"selected": n_sel, "resumed": resumed, "evaluated": n_sel - resumed, "recomputed": recomputed}
+        options.update(device=str(dev), world_size=ctx.world_size, launcher=ctx.launcher, merge_only=False)
+        return _finish(subcommand, store, setup, evaluator, options, counts, quiet, wandb, wandb_project, ctx.world_size)
+    finally:
+        store.close()
+
+
+def _wait_for_ranks(store: RunStore, watch: _ShardProgress, plan: list[list[Batch]], bar: Any, poll_seconds: float) -> None:
+    """Rank 0, after its own batches: follow the other shards until every rank's rows are in.
+
+    A rank whose shard lock is free (it exited) while its rows are incomplete stopped early:
+    a ``ValueError`` says so (the rows it wrote are kept; rerunning resumes).
+    """
+    import time
+
+    expected = [sum(len(b.todo) for b in share) for share in plan]
+    while True:
+        bar.update(watch.poll())
+        missing = [r for r, n in enumerate(expected) if watch.rows[r] < n]
+        if not missing:
+            return
+        stopped = [r for r in missing if r != 0 and not store.writer_active(str(r))]
+        if stopped:
+            bar.update(watch.poll())  # its last rows may have landed just before it released the lock
+            stopped = [r for r in stopped if watch.rows[r] < expected[r]]
+        if 0 in missing or stopped:
+            r = stopped[0] if stopped else 0
+            raise ValueError(
+                f"rank {r} stopped after {watch.rows[r]} of its {expected[r]} samples; "
+                f"its finished rows are kept in {store.path}: rerun the same command (any number of processes) to resume"
+            )
+        time.sleep(poll_seconds)
+
+
+def _finish(
+    subcommand: str, store: RunStore, setup: _Setup, evaluator: Evaluator, options: dict[str, Any],
+    counts: dict[str, int], quiet: bool, wandb: bool, wandb_project: str | None, world_size: int,
+) -> dict[str, Any]:
+    """Rank 0: merge every shard, summarise, write the reports, log W&B, print the summary."""
+    from robustattr.apps.store import RunStoreError
+
+    try:
+        results = store.load(setup.selection)
+    except RunStoreError as err:
+        if options.get("merge_only"):
+            raise RunStoreError(f"{err}; run without --merge_only to evaluate them") from None
+        raise
+    summary = evaluator.summarize(results)
+    out = setup.output
+    info = RunInfo(subcommand, out, store.identity, setup.selection, options, counts)
+    files, lines = write_reports(info, results, summary)
+    if counts["resumed"] and not options.get("merge_only"):
         lines.insert(0, f"resumed: {counts['resumed']} of {counts['selected']} samples were already in {out}")
+    if options.get("merge_only"):
+        shards = len(store.row_files())
+        lines.insert(0, f"merged: {counts['selected']} samples from {shards} shard{'s' * (shards != 1)} in {out}")
+    elif world_size > 1:
+        lines.insert(0, f"evaluated by {world_size} processes ({options['launcher']}); shards merged")
+    if wandb:
+        from robustattr.apps.tracking import log_run
+
+        where = log_run(info, results, summary, files, project=wandb_project)
+        if where is not None:
+            lines.append(f"W&B run: {where}")
     lines.append(f"results in {out}:")
     lines += [f"  {k:>22}: {v}" for k, v in files.items()]
     _say("\n".join(lines), quiet)
-    return {"output": out, "files": files, "summary": summary, "counts": counts, "lines": lines}
+    return {"output": out, "files": files, "summary": summary, "counts": counts, "lines": lines, "rank": 0,
+            "world_size": world_size}
 
 
 # --- the command line --------------------------------------------------------------------------
@@ -318,8 +564,14 @@ def build_parser(subs: Mapping[str, Subcommand] | None = None) -> Any:
                        help="comma-separated dataset indices of the split (replaces --num_samples)")
         p.add_argument("--subset_seed", type=int, default=0, help="seed of the sample permutation")
         p.add_argument("--batch_size", type=int, default=8, help="samples per evaluation call")
-        p.add_argument("--device", type=str, default="cpu", help="torch device, e.g. cpu or cuda:0")
+        p.add_argument("--device", type=str, default="cpu",
+                       help="torch device, e.g. cpu, cuda:0, or cuda (= cuda:<local rank> under torchrun/srun)")
         p.add_argument("--progress", action=ActionYesNo, default=True, help="progress bar counting samples")
+        p.add_argument("--merge_only", action=ActionYesNo, nargs="?", default=False,
+                       help="evaluate nothing: rebuild the reports from the shards in --output")
+        p.add_argument("--wandb", action=ActionYesNo, nargs="?", default=True,
+                       help="log one W&B run (rank 0; offline unless a W&B key is configured)")
+        p.add_argument("--wandb_project", type=str | None, default="robustattr", help="W&B project")
         p.add_argument("--debug", action="store_true", help="show tracebacks (also ROBUSTATTR_DEBUG=1)")
         p.add_class_arguments(spec.evaluator, None, fail_untyped=False, sub_configs=True)
         if spec.defaults:
@@ -350,6 +602,7 @@ def cli(argv: Sequence[str] | None = None, subs: Mapping[str, Subcommand] | None
         name, init.checkpoint, init.output, evaluator, experiment=init.experiment, split=init.split,
         num_samples=init.num_samples, indices=parse_indices(init.indices) if init.indices is not None else None,
         subset_seed=init.subset_seed, batch_size=init.batch_size, device=init.device, progress=init.progress,
+        merge_only=init.merge_only, wandb=init.wandb, wandb_project=init.wandb_project,
     )
 
 
@@ -376,7 +629,12 @@ def _one_line(err: BaseException, names: Sequence[str]) -> str:
 
 
 def main(argv: Sequence[str] | None = None, subs: Mapping[str, Subcommand] | None = None) -> None:
-    """Entry point of ``certify.py`` / ``robustattr-certify``: one-line errors, exit status 2."""
+    """Entry point of ``certify.py`` / ``robustattr-certify``: one-line errors, exit status 2.
+
+    Under a distributed launcher, rank 0 prints errors as in one process; another rank prints
+    ``certify.py: rank r: error: …`` only for what rank 0 does not already say (errors every
+    rank shares, e.g. a usage error or another run in the output, are printed once).
+    """
     from jsonargparse import ArgumentError
 
     from robustattr.checkpoint import CheckpointError
@@ -384,14 +642,19 @@ def main(argv: Sequence[str] | None = None, subs: Mapping[str, Subcommand] | Non
 
     args = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in args or os.environ.get("ROBUSTATTR_DEBUG", "").lower() not in ("", "0", "false", "no")
+    rank = launcher_rank()
     try:
         subs = subcommands() if subs is None else subs
         cli(args, subs)
     except (ValueError, FileNotFoundError, CheckpointError, DatasetNotFoundError, ArgumentError) as err:
         if debug:
             raise
-        print(f"{_prog()}: error: {_one_line(err, list(subs or ()))}", file=sys.stderr)
+        if rank != 0 and isinstance(err, (SharedError, ArgumentError)):
+            raise SystemExit(2) from None
+        where = "" if rank == 0 else f" rank {rank}:"
+        print(f"{_prog()}:{where} error: {_one_line(err, list(subs or ()))}", file=sys.stderr)
         raise SystemExit(2) from None
     except KeyboardInterrupt:
-        print(f"{_prog()}: interrupted; rerun the same command to resume", file=sys.stderr)
+        if rank == 0:
+            print(f"{_prog()}: interrupted; rerun the same command to resume", file=sys.stderr)
         raise SystemExit(130) from None

@@ -43,6 +43,7 @@ __all__ = [
     "NOT_CERTIFIED",
     "AttackReport",
     "BoundsReport",
+    "Curve",
     "Report",
     "RunInfo",
     "SmoothingReport",
@@ -137,6 +138,23 @@ def _png(fig: Any) -> bytes:
     return buf.getvalue()
 
 
+@dataclass
+class Curve:
+    """One line plot as data: ``x`` values and named series over them (NaN: no value).
+
+    Attributes:
+        title: plot title.
+        xname: name of the x axis.
+        x: x values ``[P]``.
+        series: ``{name: values [P]}``.
+    """
+
+    title: str
+    xname: str
+    x: list[float]
+    series: dict[str, list[float]]
+
+
 class Report:
     """Generic report: merged TSV and ``summary.json``; subclasses add plots and console lines."""
 
@@ -177,6 +195,10 @@ class Report:
 
     def figures(self, info: RunInfo, results: Mapping[str, Tensor]) -> dict[str, Any]:
         """Matplotlib figures ``{file name: Figure}`` (none by default)."""
+        return {}
+
+    def curves(self, info: RunInfo, results: Mapping[str, Tensor]) -> dict[str, Curve]:
+        """Line plots as data ``{name: Curve}`` for experiment trackers (none by default)."""
         return {}
 
     def lines(self, info: RunInfo, results: Mapping[str, Tensor], summary: Mapping[str, float]) -> list[str]:
@@ -319,6 +341,31 @@ class SmoothingReport(Report):
         fig.tight_layout()
         out["frac_certified_vs_eps.png"] = fig
         return out
+
+    def curves(self, info: RunInfo, results: Mapping[str, Tensor]) -> dict[str, Curve]:
+        """``cos_vs_eps``: median, 25 % and 75 % certified cosine and fraction certified per ε > 0;
+        ``frac_certified_vs_eps``: fraction with certified cosine ≥ τ, one series per τ.
+
+        Quantiles rank not-certified samples lowest (:func:`certified_quantile`; NaN where that
+        sample is not certified), as in ``cos_vs_eps.png``.
+        """
+        eps, cos = self._cos(results)
+        pos = eps > 0
+        e, c = eps[pos], cos[:, pos]
+        n = c.shape[0]
+        x = [float(v) for v in e]
+        quant = {name: certified_quantile(c, q).tolist() for name, q in
+                 (("median certified cosine", 0.5), ("25 % quantile", 0.25), ("75 % quantile", 0.75))}
+        frac_any = (np.isfinite(c).mean(axis=0) if n else np.zeros_like(e)).tolist()
+        taus = sorted({float(t) for t in _grid_columns(results, "eps_max@tau=")[1]})
+        fracs = {
+            f"tau={t:g}": ((np.nan_to_num(c, nan=-np.inf) >= t).mean(axis=0) if n else np.zeros_like(e)).tolist()
+            for t in taus
+        }
+        return {
+            "cos_vs_eps": Curve("certified cosine vs eps", "eps", x, {**quant, "fraction certified": frac_any}),
+            "frac_certified_vs_eps": Curve("fraction with certified cosine >= tau vs eps", "eps", x, fracs),
+        }
 
     def lines(self, info: RunInfo, results: Mapping[str, Tensor], summary: Mapping[str, float]) -> list[str]:
         eps, cos = self._cos(results)

@@ -5,9 +5,11 @@ Layout of an output folder::
     <output>/
       run.json          the run's identity, written once (atomically) by the first run
       run.lock          fcntl.flock'ed by the process running; holds its pid, host and start time
-      rows/<writer>.tsv one file per writer ("0" in one process; one per rank later), header
-                        ``index<TAB><evaluator columns…>``, one line per sample, appended and
-                        fsynced as soon as the sample's batch is done
+      rows/<writer>.tsv one file per writer ("0" in one process, the rank under a distributed
+                        launcher): a first line ``#identity<TAB><the run's identity as JSON>``,
+                        the header ``index<TAB><evaluator columns…>``, then one line per sample,
+                        appended and fsynced as soon as the sample's batch is done
+      rows/<writer>.lock fcntl.flock'ed by that writer while it runs
       …                 reports derived from the rows (``robustattr.apps.reports``)
 
 **Identity.** A run is identified by the sha256 of the checkpoint file, the subcommand, the split
@@ -27,10 +29,14 @@ and refused otherwise.
 concurrent run into the same output is refused (naming the pid in the lock file); the kernel
 releases it when the holder exits, even on SIGKILL.
 
-Distributed runs (one writer per rank) use the same files: every writer appends to its own
-``rows/<writer>.tsv`` and holds ``rows/<writer>.lock``; the primary writer alone holds
-``run.lock``, writes ``run.json`` and the reports. Reading merges every writer's file, so a
-rerun with another number of writers skips every sample finished by any of them.
+**Shards.** Distributed runs (one writer per rank) use the same files: every writer appends to
+its own ``rows/<writer>.tsv`` (a *shard*) and holds ``rows/<writer>.lock``; the primary writer
+alone holds ``run.lock``, writes ``run.json`` and the reports. Reading merges every writer's
+file, so a rerun with another number of writers skips every sample finished by any of them.
+Every shard carries the identity it was written under in its first line; a shard of another
+run (e.g. copied in from another output folder) is refused with one line naming the file and
+what differs, so shards written on several nodes can be collected into one folder and merged
+safely.
 """
 
 from __future__ import annotations
@@ -51,6 +57,7 @@ from torch import Tensor
 
 __all__ = [
     "LOCK_FILE",
+    "IDENTITY_TAG",
     "ROWS_DIR",
     "RUN_JSON",
     "STORE_FORMAT",
@@ -66,10 +73,12 @@ __all__ = [
 ]
 
 #: Version of this layout; part of every identity so that a future layout refuses old folders.
-STORE_FORMAT = 1
+STORE_FORMAT = 2
 RUN_JSON = "run.json"
 LOCK_FILE = "run.lock"
 ROWS_DIR = "rows"
+#: first cell of a shard's first line; the second cell is the identity as compact JSON
+IDENTITY_TAG = "#identity"
 _TEMP_RE = re.compile(r"^\..+\.tmp\.\d+$")
 _INT_RE = re.compile(r"^-?\d+$")
 
@@ -245,14 +254,18 @@ class RunStore:
 
     Args:
         path: the output folder (created if missing).
-        identity: JSON-serialisable identity of the run; compared with ``run.json``.
+        identity: JSON-serialisable identity of the run; compared with ``run.json`` and with
+            the first line of every shard.
         columns: the evaluator's per-sample columns (the header after ``index``).
-        writer: this writer's name: its rows go to ``rows/<writer>.tsv``.
+        writer: this writer's name: its rows go to ``rows/<writer>.tsv``; ``None``: a reader
+            that opens no row file (e.g. to rebuild the reports).
         primary: the primary writer holds ``run.lock`` and writes ``run.json`` (one per run).
+        create: write ``run.json`` into a folder that has none (else such a folder is refused).
 
     Raises:
-        RunStoreError: another identity in ``path``, a non-empty folder without ``run.json``,
-            a concurrent run holding the lock, or row files with other columns.
+        RunStoreError: another identity in ``path`` or in one of its shards, a non-empty
+            folder without ``run.json``, a concurrent run holding the lock, or row files with
+            other columns.
     """
 
     def __init__(
@@ -260,8 +273,9 @@ class RunStore:
         path: str | Path,
         identity: Mapping[str, Any],
         columns: Sequence[str],
-        writer: str = "0",
+        writer: str | None = "0",
         primary: bool = True,
+        create: bool = True,
     ) -> None:
         self.path = Path(path)
         self.identity = json.loads(json.dumps({"store_format": STORE_FORMAT, **identity}))
@@ -269,9 +283,9 @@ class RunStore:
         bad = [c for c in self.columns if not c or any(ch in c for ch in "\t\n\r") or c == "index"]
         if bad or len(set(self.columns)) != len(self.columns):
             raise ValueError(f"columns must be distinct, non-empty, without tabs/newlines and not 'index'; got {bad or self.columns}")
-        if not re.fullmatch(r"[A-Za-z0-9_.-]+", writer):
+        if writer is not None and not re.fullmatch(r"[A-Za-z0-9_.-]+", writer):
             raise ValueError(f"writer must be a plain file name, got {writer!r}")
-        self.writer, self.primary = writer, primary
+        self.writer, self.primary, self.create = writer, primary, create
         self.header = ["index", *self.columns]
         self._locks: list[_FileLock] = []
         self._fh: Any = None
@@ -300,8 +314,9 @@ class RunStore:
             else:
                 self._check_identity()
             (self.path / ROWS_DIR).mkdir(exist_ok=True)
-            self._lock(self.path / ROWS_DIR / f"{self.writer}.lock")
-            self._open_rows()
+            if self.writer is not None:
+                self._lock(self.path / ROWS_DIR / f"{self.writer}.lock")
+                self._open_rows()
         except BaseException:
             self.close()
             raise
@@ -341,25 +356,65 @@ class RunStore:
                 f"{self.path} is not empty ({', '.join(sorted(other)[:3])}…) and holds no {RUN_JSON}: "
                 "it is not a run of this version; use a new --output"
             )
+        if not self.create:
+            raise RunStoreError(f"{self.path} holds no run ({RUN_JSON} is missing): nothing to merge")
         atomic_write(run_json, json.dumps(self.identity, indent=2) + "\n")
 
+    def preamble(self) -> bytes:
+        """The first two lines of every shard of this run: ``#identity<TAB>{json}`` and the header."""
+        ident = json.dumps(self.identity, separators=(",", ":"), ensure_ascii=True)
+        return f"{IDENTITY_TAG}\t{ident}\n{chr(9).join(self.header)}\n".encode()
+
+    def shard_path(self, writer: str) -> Path:
+        """``rows/<writer>.tsv``: the shard of writer ``writer``."""
+        return self.path / ROWS_DIR / f"{writer}.tsv"
+
     def _open_rows(self) -> None:
-        path = self.path / ROWS_DIR / f"{self.writer}.tsv"
+        assert self.writer is not None
+        path = self.shard_path(self.writer)
         fh = open(path, "a+b")  # noqa: SIM115 - kept open for the whole run
-        fh.seek(0)
-        data = fh.read()
-        end = data.rfind(b"\n") + 1
-        if end < len(data):  # a torn last line: the writer was killed mid-write
-            fh.truncate(end)
-            fh.flush()
-            os.fsync(fh.fileno())
-        if end == 0:
-            fh.write(("\t".join(self.header) + "\n").encode("utf-8"))
-            fh.flush()
-            os.fsync(fh.fileno())
-        else:
-            _read_rows(path, self.header, data[:end])  # header and rows must be readable
+        try:
+            fh.seek(0)
+            data = fh.read()
+            end = data.rfind(b"\n") + 1
+            if end:
+                _check_shard_identity(path, data[: data.index(b"\n")], self.identity)
+            if data[:end].count(b"\n") < 2:  # a new file, or killed while writing its first lines
+                fh.truncate(0)
+                fh.write(self.preamble())
+                fh.flush()
+                os.fsync(fh.fileno())
+            else:
+                if end < len(data):  # a torn last line: the writer was killed mid-write
+                    fh.truncate(end)
+                    fh.flush()
+                    os.fsync(fh.fileno())
+                _read_rows(path, self.header, self.identity, data[:end])  # header and rows must be readable
+        except BaseException:
+            fh.close()
+            raise
         self._fh = fh
+
+    def writer_active(self, writer: str) -> bool:
+        """True while a live process holds ``rows/<writer>.lock`` (released by the kernel when it dies).
+
+        A writer that finished closes its store and releases the lock too: the caller tells the
+        two apart by whether the writer's rows are complete.
+        """
+        path = self.path / ROWS_DIR / f"{writer}.lock"
+        try:
+            fd = os.open(path, os.O_RDONLY)
+        except FileNotFoundError:
+            return False
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        else:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            return False
+        finally:
+            os.close(fd)
 
     # -- rows --------------------------------------------------------------------------------
 
@@ -374,7 +429,7 @@ class RunStore:
             ValueError: missing or unexpected columns, or a column that is not ``[b]``.
         """
         if self._fh is None:
-            raise RuntimeError("the run store is not open")
+            raise RuntimeError("the run store is not open for writing (closed, or opened with writer=None)")
         idx = index.tolist() if isinstance(index, Tensor) else [int(i) for i in index]
         missing = [c for c in self.columns if c not in results]
         extra = [c for c in results if c not in self.columns]
@@ -405,7 +460,7 @@ class RunStore:
         timing = [k for k, c in enumerate(self.columns) if is_timing_column(c)]
         seen: dict[int, tuple[list[str], Path]] = {}
         for path in self.row_files():
-            for i, cells in _read_rows(path, self.header, path.read_bytes()):
+            for i, cells in _read_rows(path, self.header, self.identity, path.read_bytes()):
                 if i not in seen:
                     seen[i] = (cells, path)
                     continue
@@ -439,18 +494,41 @@ class RunStore:
         return {c: parse_column([rows[i][k] for i in sel]) for k, c in enumerate(self.columns)}
 
 
-def _read_rows(path: Path, header: list[str], data: bytes) -> list[tuple[int, list[str]]]:
-    """Complete rows of one file (a torn last line is ignored); checks the header and field counts."""
+def _check_shard_identity(path: Path, first_line: bytes, identity: Mapping[str, Any]) -> None:
+    """Refuse a shard whose first line is not this run's identity (one line naming what differs)."""
+    tag, _, text = first_line.decode("utf-8", errors="replace").partition("\t")
+    where = f"{path.parent.name}/{path.name} in {path.parent.parent}"
+    if tag != IDENTITY_TAG:
+        raise RunStoreError(
+            f"{where} carries no run identity in its first line (written by another version or program); "
+            f"move it out of {ROWS_DIR}/ or use a new --output"
+        )
+    try:
+        stored = json.loads(text)
+    except ValueError:
+        raise RunStoreError(f"{where}: unreadable identity line; move it out of {ROWS_DIR}/ or use a new --output") from None
+    if stored != identity:
+        diff = "; ".join(identity_difference(stored, identity)) if isinstance(stored, Mapping) else "not an identity"
+        raise RunStoreError(
+            f"{where} is a shard of another run (shard ≠ this run): {diff} — move it out of {ROWS_DIR}/ or use a new --output"
+        )
+
+
+def _read_rows(path: Path, header: list[str], identity: Mapping[str, Any], data: bytes) -> list[tuple[int, list[str]]]:
+    """Complete rows of one shard (a torn last line is ignored); checks identity, header and field counts."""
     end = data.rfind(b"\n") + 1
     lines = data[:end].decode("utf-8").split("\n")[:-1]
     if not lines:
         return []
-    if lines[0].split("\t") != header:
+    _check_shard_identity(path, lines[0].encode("utf-8"), identity)
+    if len(lines) < 2:
+        return []
+    if lines[1].split("\t") != header:
         raise RunStoreError(
-            f"{path} has other columns than this run ({lines[0].split(chr(9))[1:6]}… vs {header[1:6]}…); use a new --output"
+            f"{path} has other columns than this run ({lines[1].split(chr(9))[1:6]}… vs {header[1:6]}…); use a new --output"
         )
     out = []
-    for n, line in enumerate(lines[1:], start=2):
+    for n, line in enumerate(lines[2:], start=3):
         cells = line.split("\t")
         if len(cells) != len(header) or not _INT_RE.match(cells[0]):
             raise RunStoreError(f"{path}, line {n}: malformed row ({len(cells)} fields, expected {len(header)})")

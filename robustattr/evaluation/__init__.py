@@ -13,13 +13,14 @@ from robustattr.evaluation.attribution_attack import DEFAULT_METRICS, Attributio
 from robustattr.evaluation.base import Evaluator, describe
 from robustattr.evaluation.bounds import BoundsEvaluation, BoundsEvaluator, evaluate_bounds
 from robustattr.evaluation.robustness import DEFAULT_ROBUSTNESS_METRICS, RobustnessEvaluator
-from robustattr.evaluation.sharding import assign, shard
+from robustattr.evaluation.sharding import Batch, assign, assign_batches, shard
 from robustattr.evaluation.smoothing import SmoothingEvaluator
 
 __all__ = [
     "DEFAULT_METRICS",
     "DEFAULT_ROBUSTNESS_METRICS",
     "AttributionAttackEvaluator",
+    "Batch",
     "BoundsEvaluation",
     "BoundsEvaluator",
     "CleanAccuracy",
@@ -28,6 +29,7 @@ __all__ = [
     "RobustnessEvaluator",
     "SmoothingEvaluator",
     "assign",
+    "assign_batches",
     "describe",
     "evaluate_bounds",
     "shard",

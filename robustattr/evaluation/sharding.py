@@ -3,14 +3,20 @@
 Every selected sample is evaluated by exactly one rank. Because every random stream of a
 sample is seeded from its dataset index, which rank evaluates it does not change its result:
 1 process and W processes produce identical per-sample values.
+
+Batched float32 kernels round differently for different batch compositions (measured: ~1e-8
+on a logit), so bitwise equality across world sizes also needs each sample's batch-mates to
+be independent of the world size: :func:`assign_batches` forms the batches over the whole
+selection first and deals whole batches to ranks.
 """
 
 from __future__ import annotations
 
 import heapq
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass
 
-__all__ = ["assign", "shard"]
+__all__ = ["Batch", "assign", "assign_batches", "shard"]
 
 
 def assign(indices: Sequence[int], world_size: int, cost: Sequence[float] | None = None) -> list[list[int]]:
@@ -59,3 +65,68 @@ def shard(indices: Sequence[int], rank: int, world_size: int, cost: Sequence[flo
     if not 0 <= rank < world_size:
         raise ValueError(f"rank must be in [0, {world_size}), got {rank}")
     return assign(indices, world_size, cost)[rank]
+
+
+@dataclass(frozen=True)
+class Batch:
+    """One batch of a run: the samples evaluated together and those whose results are still missing.
+
+    Attributes:
+        indices: dataset indices evaluated together, in selection order.
+        todo: the members (same order) that have no result yet; only their results are kept.
+    """
+
+    indices: tuple[int, ...]
+    todo: tuple[int, ...]
+
+
+def assign_batches(
+    indices: Sequence[int],
+    batch_size: int,
+    world_size: int,
+    done: Collection[int] = (),
+    cost: float = 1.0,
+) -> list[list[Batch]]:
+    """Batches of ``batch_size`` over ``indices``, those with missing results dealt to ranks.
+
+    The batches are ``indices[k·B:(k+1)·B]`` over the *whole* selection, whatever is already
+    done and whatever the world size, so a sample always has the same batch-mates. Batches
+    whose members are all in ``done`` are skipped; a batch with some members done is kept
+    whole (its finished members are evaluated again and their results discarded), so the
+    missing members see exactly the batch of an uninterrupted run. The remaining batches go
+    to ranks with :func:`assign` (cost of a batch = its size × ``cost``: greedy
+    longest-processing-time, round robin for equal costs); each rank keeps selection order.
+
+    Args:
+        indices: the selected dataset indices (distinct), in selection order.
+        batch_size: samples per batch B ≥ 1.
+        world_size: number of ranks W ≥ 1.
+        done: indices that already have results.
+        cost: relative cost of one sample (e.g. ``Evaluator.cost()``), > 0.
+
+    Returns:
+        ``W`` lists of :class:`Batch`; every index not in ``done`` is in exactly one ``todo``.
+
+    Raises:
+        ValueError: ``batch_size < 1``, ``world_size < 1``, a non-positive ``cost`` or duplicate indices.
+
+    Example:
+        >>> [[b.todo for b in r] for r in assign_batches([5, 1, 7, 3, 9], 2, 2, done={5, 1, 3})]
+        [[(7,)], [(9,)]]
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    if not (cost > 0 and cost < float("inf")):
+        raise ValueError(f"cost must be finite and > 0, got {cost}")
+    idx = [int(i) for i in indices]
+    if len(set(idx)) != len(idx):
+        raise ValueError("indices contain duplicates")
+    finished = set(done)
+    batches = []
+    for s in range(0, len(idx), batch_size):
+        members = tuple(idx[s : s + batch_size])
+        todo = tuple(i for i in members if i not in finished)
+        if todo:
+            batches.append(Batch(members, todo))
+    shares = assign(list(range(len(batches))), world_size, [len(b.indices) * cost for b in batches])
+    return [[batches[k] for k in share] for share in shares]

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import timm
 from torch import nn
 
 
@@ -48,6 +47,8 @@ def timm_backbone(
             max-pool by a 3x3/stride-1 convolution and identity (the usual CIFAR ResNet).
         **kwargs: forwarded to ``timm.create_model``.
     """
+    import timm  # here, not at module level: importing timm (and torchvision) costs seconds per process
+
     if not timm.is_model(name):
         raise ValueError(f"unknown timm model {name!r}; see timm.list_models()")
     model = timm.create_model(

@@ -35,17 +35,23 @@ def test_digits_val_split_size() -> None:
 
 
 def _args(ckpt: Path, out: Path | None, n: int = 6, *extra: str) -> list[str]:
-    args = ["fake", "--checkpoint", str(ckpt), "--num_samples", str(n), "--no_progress", *extra]
+    args = ["fake", "--checkpoint", str(ckpt), "--num_samples", str(n), "--no_progress", "--no_wandb", *extra]
     return args + (["--output", str(out)] if out is not None else [])
 
 
+def _lines(path: Path) -> list[str]:
+    """Header and rows of a report or a shard (a shard's first line, its identity, left out)."""
+    lines = path.read_text().splitlines()
+    return lines[1:] if lines and lines[0].startswith("#identity\t") else lines
+
+
 def _rows(path: Path) -> list[list[str]]:
-    return [ln.split("\t") for ln in path.read_text().splitlines()[1:]]
+    return [ln.split("\t") for ln in _lines(path)[1:]]
 
 
 def _result_cells(path: Path) -> dict[str, list[str]]:
     """index → cells of every result column (the timing column 'seconds' left out)."""
-    lines = [ln.split("\t") for ln in path.read_text().splitlines()]
+    lines = [ln.split("\t") for ln in _lines(path)]
     keep = [k for k, c in enumerate(lines[0]) if c != "seconds"]
     return {r[0]: [r[k] for k in keep] for r in lines[1:]}
 
@@ -87,7 +93,7 @@ def test_run_writes_rows_and_reports_with_the_evaluators_values(
     assert _rows(out / "fake.tsv") == rows  # merged report = the rows of the selection
     doc = json.loads((out / "summary.json").read_text())
     assert doc["summary"] == {k: (None if v != v else v) for k, v in res["summary"].items()}  # NaN → null
-    assert doc["counts"] == {"selected": 6, "resumed": 0, "evaluated": 6} and doc["indices"] == sel
+    assert doc["counts"] == {"selected": 6, "resumed": 0, "evaluated": 6, "recomputed": 0} and doc["indices"] == sel
     assert doc["identity"] == ident and doc["options"]["batch_size"] == 2
 
 
@@ -138,8 +144,14 @@ def test_more_samples_extend_the_run_and_the_report_covers_the_selection(
     res = cli(_args(digits_checkpoint, out, 8), SUBS)
     first4 = select_indices(N_VAL, 4, None, 0)
     assert set(first4) < set(select_indices(N_VAL, 8, None, 0))  # a prefix of the same permutation
-    assert res["counts"] == {"selected": 8, "resumed": 4, "evaluated": 4}
-    assert sorted(i for c in calls for i in c) == sorted(set(select_indices(N_VAL, 8, None, 0)) - set(first4))
+    sel8 = select_indices(N_VAL, 8, None, 0)
+    # batches of 2 over the whole selection of 8; those holding a new sample are evaluated whole
+    batches = [sel8[k : k + 2] for k in range(0, 8, 2)]
+    redo = [b for b in batches if set(b) - set(first4)]
+    assert calls == redo
+    recomputed = sum(len(set(b) & set(first4)) for b in redo)
+    assert res["counts"] == {"selected": 8, "resumed": 4, "evaluated": 4, "recomputed": recomputed}
+    assert sorted(int(r[0]) for r in _rows(out / "rows" / "0.tsv")) == sel8  # each sample once: recomputed rows are not stored
     calls.clear()
     res = cli(_args(digits_checkpoint, out, 4), SUBS)  # a smaller selection: nothing to do, report of 4
     assert calls == [] and res["counts"]["evaluated"] == 0
@@ -161,7 +173,7 @@ def test_sigkill_mid_run_resume_equals_uninterrupted_and_concurrent_writer_refus
     rows = out / "rows" / "0.tsv"
     try:
         deadline = time.time() + 300
-        while not (rows.exists() and rows.read_text().count("\n") >= 1 + 2):  # header + one batch of 2
+        while not (rows.exists() and rows.read_text().count("\n") >= 2 + 2):  # identity, header + one batch of 2
             if proc.poll() is not None:
                 pytest.fail(f"the run ended early: {proc.stderr.read().decode()[-2000:]}")  # type: ignore[union-attr]
             assert time.time() < deadline, "no row within 300 s"
@@ -182,7 +194,7 @@ def test_sigkill_mid_run_resume_equals_uninterrupted_and_concurrent_writer_refus
     res = cli(_args(digits_checkpoint, out, n, "--progress"), SUBS)
     bar = capsys.readouterr().err
     assert f"{done}/{n}" in bar and "sample" in bar  # the bar counts samples and starts at the finished ones
-    assert res["counts"] == {"selected": n, "resumed": done, "evaluated": n - done}
+    assert res["counts"] == {"selected": n, "resumed": done, "evaluated": n - done, "recomputed": 0}
     after = rows.read_text()
     assert after.startswith(before)  # nothing rewritten
     idx = [int(r[0]) for r in _rows(rows)]
@@ -318,7 +330,8 @@ def test_python_api_run(digits_checkpoint: Path, tmp_path: Path, capsys: pytest.
     res = certify.run("fake", digits_checkpoint, tmp_path / "o", FakeEvaluator(scale=3.0), indices=[4, 2],
                       batch_size=5, progress=False, quiet=True)
     assert capsys.readouterr() == ("", "")
-    assert res["counts"] == {"selected": 2, "resumed": 0, "evaluated": 2} and set(res["files"]) == {"tsv", "summary"}
+    assert res["counts"] == {"selected": 2, "resumed": 0, "evaluated": 2, "recomputed": 0}
+    assert set(res["files"]) == {"tsv", "summary"}
     assert [r[0] for r in _rows(tmp_path / "o" / "fake.tsv")] == ["4", "2"]
     with pytest.raises(ValueError, match="indices must not be empty"):
         certify.run("fake", digits_checkpoint, tmp_path / "o", FakeEvaluator(scale=3.0), indices=[], quiet=True)

@@ -39,11 +39,12 @@ REPORT = {"smoothing": "certify.tsv", "bounds": "bounds.tsv", "attack": "attack.
 
 def _args(sub: str, ckpt: Path, out: Path, n: int, *extra: str) -> list[str]:
     return [sub, "--checkpoint", str(ckpt), "--output", str(out), "--num_samples", str(n), "--batch_size", "2",
-            "--no_progress", *extra]
+            "--no_progress", "--no_wandb", *extra]
 
 
 def _table(path: Path) -> list[dict[str, str]]:
-    lines = [ln.split("\t") for ln in path.read_text().splitlines()]
+    """Rows of a report or of a shard (whose first line, the run identity, is left out)."""
+    lines = [ln.split("\t") for ln in path.read_text().splitlines() if not ln.startswith("#identity\t")]
     return [dict(zip(lines[0], r, strict=True)) for r in lines[1:]]
 
 
@@ -111,7 +112,7 @@ def test_sigkill_then_resume_equals_an_uninterrupted_run(
     rows = out / "rows" / "0.tsv"
     deadline = time.time() + 400
     try:
-        while not (rows.exists() and rows.read_text().count("\n") >= 1 + 2):  # header + one batch
+        while not (rows.exists() and rows.read_text().count("\n") >= 2 + 2):  # identity, header + one batch
             if proc.poll() is not None:
                 pytest.fail(f"certify.py ended early: {proc.stderr.read().decode()[-2000:]}")  # type: ignore[union-attr]
             assert time.time() < deadline, "no row within 400 s"
@@ -120,12 +121,12 @@ def test_sigkill_then_resume_equals_an_uninterrupted_run(
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=60)
     before = rows.read_text()
-    done = before.count("\n") - 1
+    done = before.count("\n") - 2
     assert 2 <= done < n, "the run must be interrupted mid-way"
     with open(rows, "a") as f:
         f.write("999\t3\t3\t0.5")  # a torn last line, as from a kill during a write
     res = cli(args)
-    assert res["counts"] == {"selected": n, "resumed": done, "evaluated": n - done}
+    assert res["counts"] == {"selected": n, "resumed": done, "evaluated": n - done, "recomputed": 0}
     assert rows.read_text().startswith(before)  # nothing rewritten
     idx = [int(r["index"]) for r in _table(rows)]
     assert sorted(idx) == select_indices(270, n, None, 0) and len(set(idx)) == n and 999 not in idx

@@ -13,6 +13,7 @@ import pytest
 import torch
 
 from robustattr.apps.store import (
+    IDENTITY_TAG,
     LOCK_FILE,
     RUN_JSON,
     RunStore,
@@ -126,11 +127,14 @@ def test_torn_last_line_is_ignored_then_truncated(tmp_path: Path) -> None:
         assert rows.read_bytes() == good
         store.append([3], _batch([3], [0.3]))
         assert store.load([1, 2, 3])["value"].tolist() == [0.1, 0.2, 0.3]
-    # a torn header (killed while creating the file) is rewritten
-    rows.write_bytes(b"index\tlab")
-    with RunStore(tmp_path, _identity(), COLS) as store:
-        assert store.done() == set()
-    assert rows.read_text() == "index\tlabel\tvalue\tflag\tseconds\n"
+    # a torn identity line or header (killed while creating the file) is rewritten
+    preamble = store.preamble()
+    assert preamble.decode().splitlines()[1] == "index\tlabel\tvalue\tflag\tseconds"
+    for torn in (preamble[:20], preamble[: preamble.index(b"\n") + 8]):
+        rows.write_bytes(torn)
+        with RunStore(tmp_path, _identity(), COLS) as store:
+            assert store.done() == set()
+        assert rows.read_bytes() == preamble
 
 
 def test_other_columns_and_malformed_rows_are_refused(tmp_path: Path) -> None:
@@ -140,7 +144,7 @@ def test_other_columns_and_malformed_rows_are_refused(tmp_path: Path) -> None:
         RunStore(tmp_path, _identity(), ["label", "value", "flag", "extra", "seconds"]).open()
     with open(tmp_path / "rows" / "0.tsv", "a") as f:
         f.write("2\t0.5\n")
-    with pytest.raises(RunStoreError, match="line 3: malformed row"):
+    with pytest.raises(RunStoreError, match="line 4: malformed row"):
         RunStore(tmp_path, _identity(), COLS).open()
 
 
@@ -223,3 +227,64 @@ def test_atomic_write_leaves_no_partial_file(tmp_path: Path, monkeypatch: pytest
     assert leftovers == [f".summary.json.tmp.{os.getpid()}"]
     assert [p.name for p in remove_temp_files(tmp_path)] == leftovers
     assert [p.name for p in tmp_path.iterdir()] == ["summary.json"]
+
+
+def test_every_shard_carries_the_identity_and_a_foreign_shard_is_refused(tmp_path: Path) -> None:
+    """A shard copied in from another run (another parameter) is refused naming the file and the difference."""
+    run, other = tmp_path / "run", tmp_path / "other"
+    with RunStore(run, _identity(), COLS) as s0:
+        s0.append([1, 2], _batch([1, 2], [0.1, 0.2]))
+    with RunStore(other, _identity(radius=0.5), COLS) as s1:
+        s1.append([3], _batch([3], [0.3]))
+    first = (run / "rows" / "0.tsv").read_text().splitlines()[0]
+    assert first.startswith(IDENTITY_TAG + "\t") and json.loads(first.split("\t", 1)[1]) == json.loads((run / RUN_JSON).read_text())
+    (run / "rows" / "7.tsv").write_bytes((other / "rows" / "0.tsv").read_bytes())  # e.g. collected from another node
+    with pytest.raises(RunStoreError) as err:
+        with RunStore(run, _identity(), COLS) as store:
+            store.done()
+    msg = str(err.value)
+    assert "\n" not in msg and "rows/7.tsv" in msg and "shard of another run" in msg and "radius 0.5 ≠ 0.25" in msg, msg
+    # the writer of that shard refuses it too, before touching it
+    before = (run / "rows" / "7.tsv").read_bytes()
+    with pytest.raises(RunStoreError, match="radius 0.5 ≠ 0.25"):
+        RunStore(run, _identity(), COLS, writer="7", primary=False).open()
+    assert (run / "rows" / "7.tsv").read_bytes() == before
+    # a row file without an identity line (another version or program) is refused as well
+    (run / "rows" / "7.tsv").write_text("index\tlabel\tvalue\tflag\tseconds\n3\t3\t0.3\ttrue\t0.1\n")
+    with RunStore(run, _identity(), COLS) as store, pytest.raises(RunStoreError, match="carries no run identity"):
+        store.done()
+    (run / "rows" / "7.tsv").unlink()
+    with RunStore(run, _identity(), COLS) as store:
+        assert store.done() == {1, 2}
+
+
+def test_reader_without_a_row_file_and_merge_without_a_run(tmp_path: Path) -> None:
+    with RunStore(tmp_path / "run", _identity(), COLS) as store:
+        store.append([4], _batch([4], [0.4]))
+    with RunStore(tmp_path / "run", _identity(), COLS, writer=None, create=False) as reader:
+        assert reader.load([4])["value"].tolist() == [0.4]
+        with pytest.raises(RuntimeError, match="not open for writing"):
+            reader.append([5], _batch([5], [0.5]))
+    assert sorted(p.name for p in (tmp_path / "run" / "rows").iterdir()) == ["0.lock", "0.tsv"]
+    with pytest.raises(RunStoreError, match="holds no run"):
+        RunStore(tmp_path / "empty", _identity(), COLS, writer=None, create=False).open()
+    assert not (tmp_path / "empty" / RUN_JSON).exists()
+
+
+def test_writer_active_follows_the_lock(tmp_path: Path) -> None:
+    code = (
+        "import sys, time; from robustattr.apps.store import RunStore\n"
+        f"s = RunStore(sys.argv[1], {{'checkpoint_sha256': '{SHA_A}'}}, ['v'], writer='3', primary=False).open()\n"
+        "print('open', flush=True); time.sleep(600)\n"
+    )
+    with RunStore(tmp_path, {"checkpoint_sha256": SHA_A}, ["v"]) as primary:
+        assert not primary.writer_active("3")  # no such writer yet
+        env = {**os.environ, "PYTHONPATH": str(REPO)}
+        proc = subprocess.Popen([sys.executable, "-c", code, str(tmp_path)], env=env, stdout=subprocess.PIPE, text=True)
+        try:
+            assert proc.stdout is not None and proc.stdout.readline().strip() == "open"
+            assert primary.writer_active("3") and primary.writer_active("0")
+        finally:
+            proc.send_signal(signal.SIGKILL)
+            proc.wait(timeout=30)
+        assert not primary.writer_active("3")  # released by the kernel

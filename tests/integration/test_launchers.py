@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -18,7 +19,7 @@ def _run(cmd: list[str], env: dict[str, str] | None = None) -> subprocess.Comple
     return subprocess.run(cmd, capture_output=True, text=True, timeout=60, cwd=REPO, env={**os.environ, **(env or {})})
 
 
-@pytest.mark.parametrize("script", ["launch_torchrun.sh", "slurm.sbatch"])
+@pytest.mark.parametrize("script", ["launch_torchrun.sh", "slurm.sbatch", "slurm_certify.sbatch"])
 def test_bash_syntax(script: str) -> None:
     out = _run(["bash", "-n", str(DOCKER / script)])
     assert out.returncode == 0, out.stderr
@@ -55,6 +56,44 @@ def test_slurm_dry_run_uses_slurm_env() -> None:
     assert words[-4:] == ["--trainer.num_nodes", "3", "--trainer.devices", "4"]
     text = (DOCKER / "slurm.sbatch").read_text()
     assert "#SBATCH --ntasks-per-node=8" in text and "#SBATCH --gres=gpu:8" in text
+
+
+def test_torchrun_dry_run_certify_four_nodes() -> None:
+    """The documented 4 nodes x 8 GPUs certification: certify.py gets its arguments as is (no trainer options)."""
+    out = _run([str(DOCKER / "launch_torchrun.sh"), "--dry-run", "--script", "certify.py", "--nnodes", "4",
+                "--nproc_per_node", "8", "--node_rank", "3", "--master_addr", "node0", "--master_port", "29400", "--",
+                "smoothing", "--checkpoint", "m.ckpt", "--output", "/shared/run1", "--device", "cuda"])
+    assert out.returncode == 0, out.stderr
+    words = out.stdout.split()
+    pairs = dict(zip(words[1:15:2], words[2:16:2], strict=False))
+    assert words[0] == "torchrun" and pairs["--nnodes"] == "4" and pairs["--nproc_per_node"] == "8"
+    assert pairs["--node_rank"] == "3" and pairs["--rdzv_endpoint"] == "node0:29400" and pairs["--rdzv_backend"] == "c10d"
+    assert words[words.index("certify.py"):] == ["certify.py", "smoothing", "--checkpoint", "m.ckpt", "--output",
+                                                  "/shared/run1", "--device", "cuda"]
+    out = _run([str(DOCKER / "launch_torchrun.sh"), "--dry-run", "--script", "certify.py"])
+    assert out.returncode == 2 and "give certify.py's arguments" in out.stderr
+
+
+def test_slurm_certify_dry_run() -> None:
+    """One task per GPU through srun; --device cuda (= cuda:<local rank>) before the user's options; rendezvous from SLURM."""
+    script = DOCKER / "slurm_certify.sbatch"
+    out = _run(["bash", str(script), "smoothing", "--checkpoint", "m.ckpt", "--output", "/shared/run 1"],
+               env={"DRY_RUN": "1", "SLURM_JOB_ID": "1234567", "MASTER_ADDR": ""})
+    assert out.returncode == 0, out.stderr
+    words = shlex.split(out.stdout)
+    assert words[:2] == ["MASTER_ADDR=127.0.0.1", "MASTER_PORT=19567"]  # 15000 + last 4 digits of the job id
+    assert words[2:8] == ["srun", "--kill-on-bad-exit=1", "python", "certify.py", "smoothing", "--device"]
+    assert words[8] == "cuda" and words[9:] == ["--checkpoint", "m.ckpt", "--output", "/shared/run 1"]
+    out = _run(["bash", str(script), "bounds", "--device", "cuda:1"],
+               env={"DRY_RUN": "1", "DEVICE": "cpu", "MASTER_ADDR": "node7", "MASTER_PORT": "29999"})
+    words = shlex.split(out.stdout)
+    assert words[:2] == ["MASTER_ADDR=node7", "MASTER_PORT=29999"]
+    assert words[6:] == ["bounds", "--device", "cpu", "--device", "cuda:1"]  # the last --device wins
+    out = _run(["bash", str(script)], env={"DRY_RUN": "1"})
+    assert out.returncode == 2 and "give certify.py's arguments" in out.stderr
+    text = script.read_text()
+    assert "#SBATCH --ntasks-per-node=8" in text and "#SBATCH --gres=gpu:8" in text and "#SBATCH --nodes=4" in text
+    assert "slurm_certify.sbatch" in (DOCKER / "Dockerfile").read_text()
 
 
 def test_dockerfile_lint() -> None:
