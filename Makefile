@@ -22,7 +22,7 @@ demo: $(STAMP)
 	$(BIN)/python -m robustattr.apps.demo
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -q -ra --durations=15
+	$(BIN)/python -m pytest -q -ra -n 2 --durations=15
 
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -q -m "not slow"
