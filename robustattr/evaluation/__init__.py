@@ -3,7 +3,8 @@
 Registered evaluators (``robustattr.registry.available("evaluator")``): ``accuracy``
 (:class:`CleanAccuracy`), ``pgd_accuracy`` (:class:`PGDAccuracy`), ``attribution_attack``
 (:class:`AttributionAttackEvaluator`), ``smoothing`` (:class:`SmoothingEvaluator`) and
-``bounds`` (:class:`BoundsEvaluator`). The validation callbacks, ``certify.py`` and the study
+``bounds`` (:class:`BoundsEvaluator`) and ``targets`` (:class:`ObjectiveTargets`, each training
+objective's own target). The validation callbacks, ``certify.py`` and the study
 all run these; :mod:`robustattr.evaluation.sharding` spreads samples over processes.
 """
 
@@ -13,6 +14,7 @@ from robustattr.evaluation.base import Evaluator, describe
 from robustattr.evaluation.bounds import BoundsEvaluation, BoundsEvaluator, evaluate_bounds
 from robustattr.evaluation.sharding import assign, shard
 from robustattr.evaluation.smoothing import SmoothingEvaluator
+from robustattr.evaluation.targets import TARGETS, ObjectiveTargets
 
 __all__ = [
     "DEFAULT_METRICS",
@@ -21,8 +23,10 @@ __all__ = [
     "BoundsEvaluator",
     "CleanAccuracy",
     "Evaluator",
+    "ObjectiveTargets",
     "PGDAccuracy",
     "SmoothingEvaluator",
+    "TARGETS",
     "assign",
     "describe",
     "evaluate_bounds",
