@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 export WANDB_MODE ?= offline
 export WANDB_SILENT ?= true
 
-.PHONY: demo test test-fast bench lint clean venv
+.PHONY: demo test test-fast bench lint clean venv study
 
 venv: $(STAMP)
 
@@ -30,6 +30,11 @@ test-fast: $(STAMP)
 BENCH_ARGS ?= --quick
 bench: $(STAMP)
 	$(BIN)/python benchmarks/run_all.py $(BENCH_ARGS)
+
+# The papers' experiment on the digits: 9 objectives trained and evaluated the same way, one table
+# (outputs/study/digits/study.md; resumable: rerun to continue). `make study STUDY_ARGS=--dry-run` estimates the time.
+study: $(STAMP)
+	$(BIN)/python study.py run configs/study/digits.yaml $(STUDY_ARGS)
 
 # ruff (style, imports, bugbear) and the import-linter contracts in pyproject.toml (layers, no cycles).
 lint: $(STAMP)
