@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import fcntl
 import hashlib
 import io
 import json
@@ -49,6 +50,7 @@ import shutil
 import subprocess
 import sys
 import time
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -275,7 +277,8 @@ def cell_identity(cell: Cell, seed: int) -> dict[str, Any]:
 
     buf = io.StringIO()
     try:
-        with contextlib.redirect_stdout(buf):
+        with contextlib.redirect_stdout(buf), warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # LightningCLI warns that args are given while sys.argv has the study's
             build_cli([*_fit_args(cell, seed), "--print_config"])
     except SystemExit as err:
         if err.code not in (0, None):
@@ -403,7 +406,7 @@ def _evaluate(cell: Cell, study: Study, folder: Path, state: dict[str, Any], qui
         t0 = time.perf_counter()
         result = run(sub, ckpt, folder / "eval" / _folder_name(key), evaluator, split=options["split"],
                      num_samples=options["num_samples"], subset_seed=options["subset_seed"],
-                     batch_size=options["batch_size"], progress=False, quiet=True)
+                     batch_size=options["batch_size"], device=ev_cfg.get("device", "cpu"), progress=False, quiet=True)
         state["evaluations"][key] = {"identity": ident, "evaluator": key.split("@", 1)[0], "params": evaluator.params(),
                                      "options": options, "summary": result["summary"],
                                      "seconds": time.perf_counter() - t0, "output": str(result["output"])}
@@ -424,8 +427,18 @@ def run_cell(cell: Cell, study: Study, identity: dict[str, Any] | None = None, q
     """
     identity = identity or cell_identity(cell, study.seed)
     folder = study.output / "cells" / cell.name
-    state = _check_cell(folder, cell, identity["sha256"])
+    _check_cell(folder, cell, identity["sha256"])
     folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / ".lock", "w") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            raise ValueError(f"cell {cell.name}: {folder} is being run by another process (wait for it or stop it)") from None
+        return _run_locked(cell, study, identity, folder, quiet)
+
+
+def _run_locked(cell: Cell, study: Study, identity: dict[str, Any], folder: Path, quiet: bool) -> dict[str, Any]:
+    state = _check_cell(folder, cell, identity["sha256"])
     (folder / "config.yaml").write_text(identity["config"])
     if state.get("status") in ("trained", "done") and (folder / CHECKPOINT).is_file():
         _progress(f"[{cell.name}] trained already (identity {identity['sha256'][:12]}): skipping training", quiet)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import json
 import subprocess
 from pathlib import Path
@@ -9,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from robustattr.apps.study import load_study, main, markdown_tables, table_columns
+from robustattr.apps.study import load_study, main, markdown_tables, run_cell, table_columns
 
 ROOT = Path(__file__).resolve().parents[2]
 EXPERIMENT = ROOT / "configs" / "experiment" / "digits_smallcnn.yaml"
@@ -114,3 +115,14 @@ def test_bad_study_files_are_refused_with_one_line(tmp_path: Path, capsys: pytes
     cols = table_columns(study)
     assert [c.label for c in cols][:3] == ["clean acc.", "top-k ∩ (topk ε=0.1 (small))", "Kendall (topk ε=0.1 (small))"]
     assert "# Study tiny" in markdown_tables(study, {"name": "tiny", "cells": {}, "missing": ["standard"], "versions": {}})
+
+
+def test_a_cell_run_by_another_process_is_refused(tmp_path: Path) -> None:
+    study = load_study(write_study(tmp_path))
+    folder = study.output / "cells" / "standard"
+    folder.mkdir(parents=True)
+    with open(folder / ".lock", "w") as held:
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        with pytest.raises(ValueError, match="being run by another process"):
+            run_cell(study.cells[0], study, {"sha256": "0" * 64, "config": ""}, quiet=True)
+    assert not (folder / "train").exists()
