@@ -61,6 +61,7 @@ from lightning.pytorch.callbacks import Callback
 
 __all__ = [
     "Cell",
+    "CellBusyError",
     "Column",
     "Study",
     "StudyRecorder",
@@ -256,6 +257,10 @@ class StudyRecorder(Callback):
         atomic_write(self.path, json.dumps(data, indent=1))
 
 
+class CellBusyError(ValueError):
+    """A cell folder is locked by another process running that cell."""
+
+
 # --- identity, training ---------------------------------------------------------------------------
 
 
@@ -433,7 +438,7 @@ def run_cell(cell: Cell, study: Study, identity: dict[str, Any] | None = None, q
         try:
             fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
-            raise ValueError(f"cell {cell.name}: {folder} is being run by another process (wait for it or stop it)") from None
+            raise CellBusyError(f"cell {cell.name}: {folder} is being run by another process (wait for it or stop it)") from None
         return _run_locked(cell, study, identity, folder, quiet)
 
 
@@ -569,8 +574,8 @@ def collect(study: Study) -> dict[str, Any]:
     for cell in study.cells:
         folder = study.output / "cells" / cell.name
         state = _read_json(folder / CELL_JSON)
-        if not state or state.get("status") != "done":
-            continue
+        if not state or state.get("status") not in ("trained", "done") or not state.get("evaluations"):
+            continue  # cells without a finished training and at least one evaluation are listed as missing
         metrics = _read_json(folder / TRAIN_METRICS) or {}
         epochs = metrics.get("epochs", [])
         state["values"] = {"step_time": state.get("step_time"), "train_seconds": state.get("train_seconds"),
@@ -582,7 +587,10 @@ def collect(study: Study) -> dict[str, Any]:
         ref = cells.get(state["name"].replace(state["objective"], study.reference, 1))
         st, rt = state["values"]["step_time"], (ref or {}).get("values", {}).get("step_time")
         state["values"]["cost"] = st / rt if st and rt else None
+    keys = list(study.evaluation.get("evaluators") or {})
+    incomplete = {n: [k for k in keys if k not in s["evaluations"]] for n, s in cells.items()}
     return {"name": study.name, "study_file": str(study.path), "seed": study.seed, "output": str(study.output),
+            "incomplete": {n: v for n, v in incomplete.items() if v},
             "versions": versions(), "evaluation": study.evaluation, "reference": study.reference,
             "cells": cells, "missing": [c.name for c in study.cells if c.name not in cells],
             "columns": [c.__dict__ for c in table_columns(study)]}
@@ -627,6 +635,8 @@ def markdown_tables(study: Study, data: Mapping[str, Any]) -> str:
         out.append("")
     if data.get("missing"):
         out += [f"Not finished: {', '.join(data['missing'])}.", ""]
+    for name, keys in (data.get("incomplete") or {}).items():
+        out += [f"{name}: evaluations not finished: {', '.join(keys)} (–).", ""]
     note = study.table.get("note")
     if note:
         out += [str(note).strip(), ""]
@@ -909,9 +919,16 @@ def cli(argv: Sequence[str]) -> Any:
     identities = {c.name: cell_identity(c, study.seed) for c in cells}
     for c in cells:  # refuse a changed identity before any work
         _check_cell(study.output / "cells" / c.name, c, identities[c.name]["sha256"])
+    busy = []
     for i, c in enumerate(cells):
         _progress(f"=== cell {i + 1}/{len(cells)}: {c.name} (elapsed {(time.perf_counter() - t0) / 60:.1f} min)", quiet)
-        run_cell(c, study, identities[c.name], quiet)
+        try:
+            run_cell(c, study, identities[c.name], quiet)
+        except CellBusyError as err:  # another process (e.g. a SLURM task) runs it: go on with the others
+            _progress(f"[{c.name}] skipped: {err}", quiet)
+            busy.append(c.name)
+    if busy:
+        _progress(f"cells run by other processes (not waited for): {', '.join(busy)}", quiet)
     _progress(f"all {len(cells)} cells done in {(time.perf_counter() - t0) / 60:.1f} min", quiet)
     return None if args.no_report else report(study, quiet)
 
