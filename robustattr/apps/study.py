@@ -513,7 +513,7 @@ def table_columns(study: Study) -> list[Column]:
             for attack, aspec in (spec.get("attacks") or {"topk": {}}).items():
                 cls = str((aspec or {}).get("class_path", ""))
                 eps = ((aspec or {}).get("init_args") or {}).get("eps")
-                where = f"{attack}{'' if eps is None else f' ε={_g(eps)}'}{tag}"
+                where = f"{attack}, {key.split('@', 1)[1]}" if "@" in key else f"{attack}{'' if eps is None else f', ε={_g(eps)}'}"
                 if "Manipulate" in cls:
                     cols.append(Column("robustness", f"manip. cos dist. ({where})", key, f"{attack}/cosine", "min", "1-"))
                     continue

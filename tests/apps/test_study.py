@@ -114,7 +114,7 @@ def test_bad_study_files_are_refused_with_one_line(tmp_path: Path, capsys: pytes
         assert word in capsys.readouterr().err
     study = load_study(write_study(tmp_path))
     cols = table_columns(study)
-    assert [c.label for c in cols][:3] == ["clean acc.", "top-k ∩ (topk ε=0.1 (small))", "Kendall (topk ε=0.1 (small))"]
+    assert [c.label for c in cols][:3] == ["clean acc.", "top-k ∩ (topk, small)", "Kendall (topk, small)"]
     assert "# Study tiny" in markdown_tables(study, {"name": "tiny", "cells": {}, "missing": ["standard"], "versions": {}})
 
 
