@@ -8,7 +8,7 @@ export WANDB_MODE ?= offline
 export WANDB_SILENT ?= true
 export NO_MKDOCS_2_WARNING ?= 1
 
-.PHONY: demo test test-fast bench lint docs docs-serve clean venv
+.PHONY: demo test test-fast bench lint docs docs-serve clean venv study
 
 venv: $(STAMP)
 
@@ -31,6 +31,11 @@ test-fast: $(STAMP)
 BENCH_ARGS ?= --quick
 bench: $(STAMP)
 	$(BIN)/python benchmarks/run_all.py $(BENCH_ARGS)
+
+# The papers' experiment on the digits: 9 objectives trained and evaluated the same way, one table
+# (outputs/study/digits/study.md; resumable: rerun to continue). `make study STUDY_ARGS=--dry-run` estimates the time.
+study: $(STAMP)
+	$(BIN)/python study.py run configs/study/digits.yaml $(STUDY_ARGS)
 
 # ruff (style, imports, bugbear), the import-linter contracts in pyproject.toml (layers, no
 # cycles) and a strict build of the documentation site into a throw-away folder.

@@ -91,6 +91,7 @@ __all__ = [
     "main",
     "parse_indices",
     "run",
+    "run_identity",
     "select_indices",
     "subcommands",
 ]
@@ -189,6 +190,31 @@ def select_indices(n_total: int, num_samples: int | None, indices: Sequence[int]
     return sorted(torch.randperm(n_total, generator=g)[:n].tolist())
 
 
+def run_identity(
+    subcommand: str,
+    checkpoint_sha256: str,
+    evaluator: Evaluator,
+    *,
+    split: str = "val",
+    experiment: str | Path | None = None,
+    device_type: str = "cpu",
+) -> dict[str, Any]:
+    """The identity :func:`run` stores in ``run.json`` (before the store adds its format version).
+
+    Everything that changes a result: the checkpoint's sha256, the subcommand, the split, the
+    sha256 of an experiment file given in place of the checkpoint's config, the device type
+    and the evaluator's :meth:`~robustattr.evaluation.Evaluator.params`.
+    """
+    return {
+        "checkpoint_sha256": checkpoint_sha256,
+        "subcommand": subcommand,
+        "split": split,
+        "experiment_sha256": sha256_file(experiment) if experiment is not None else None,
+        "device_type": device_type,
+        "evaluator": evaluator.params(),
+    }
+
+
 def _say(text: str, quiet: bool, err: bool = False) -> None:
     if not quiet:
         print(text, file=sys.stderr if err else sys.stdout, flush=True)
@@ -220,14 +246,7 @@ def _setup(
     dataset = dm.split(split)
     selection = select_indices(len(dataset), num_samples, indices, subset_seed)
     sha = sha256_file(checkpoint)
-    identity = {
-        "checkpoint_sha256": sha,
-        "subcommand": subcommand,
-        "split": split,
-        "experiment_sha256": sha256_file(experiment) if experiment is not None else None,
-        "device_type": dev.type,
-        "evaluator": evaluator.params(),
-    }
+    identity = run_identity(subcommand, sha, evaluator, split=split, experiment=experiment, device_type=dev.type)
     out = Path(output).expanduser() if output is not None else default_output(subcommand, sha)
     columns = evaluator.columns(num_classes=getattr(dm, "num_classes", None))
     return _Setup(module.model, dataset, selection, identity, out, columns, tuple(dataset[selection[0]][0].shape))

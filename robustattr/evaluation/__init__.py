@@ -3,8 +3,9 @@
 Registered evaluators (``robustattr.registry.available("evaluator")``): ``accuracy``
 (:class:`CleanAccuracy`), ``pgd_accuracy`` (:class:`PGDAccuracy`), ``attribution_attack``
 (:class:`AttributionAttackEvaluator`), ``smoothing`` (:class:`SmoothingEvaluator`),
-``bounds`` (:class:`BoundsEvaluator`) and ``robustness`` (:class:`RobustnessEvaluator`: the
-Quantus-definition robustness metrics). The validation callbacks, ``certify.py`` and the study
+``bounds`` (:class:`BoundsEvaluator`), ``robustness`` (:class:`RobustnessEvaluator`: the
+Quantus-definition robustness metrics) and ``targets`` (:class:`ObjectiveTargets`, each training
+objective's own target). The validation callbacks, ``certify.py`` and the study
 all run these; :mod:`robustattr.evaluation.sharding` spreads samples over processes.
 """
 
@@ -15,6 +16,7 @@ from robustattr.evaluation.bounds import BoundsEvaluation, BoundsEvaluator, eval
 from robustattr.evaluation.robustness import DEFAULT_ROBUSTNESS_METRICS, RobustnessEvaluator
 from robustattr.evaluation.sharding import Batch, assign, assign_batches, shard
 from robustattr.evaluation.smoothing import SmoothingEvaluator
+from robustattr.evaluation.targets import TARGETS, ObjectiveTargets
 
 __all__ = [
     "DEFAULT_METRICS",
@@ -25,9 +27,11 @@ __all__ = [
     "BoundsEvaluator",
     "CleanAccuracy",
     "Evaluator",
+    "ObjectiveTargets",
     "PGDAccuracy",
     "RobustnessEvaluator",
     "SmoothingEvaluator",
+    "TARGETS",
     "assign",
     "assign_batches",
     "describe",

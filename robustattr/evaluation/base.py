@@ -19,6 +19,7 @@ Evaluation runs the model in eval mode and restores every submodule's mode after
 
 from __future__ import annotations
 
+import inspect
 import math
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
@@ -34,7 +35,8 @@ def describe(obj: Any) -> Any:
 
     Scalars, strings and ``None`` as is (non-finite floats as strings); sequences and mappings
     element-wise; tensors as nested lists; any other object as ``{"class": module.qualname,
-    **public attributes described recursively}``.
+    **public attributes described recursively}``, public attributes including values kept by data
+    descriptors of the class (such as a validated, settable ``eps``).
     """
     if obj is None or isinstance(obj, (bool, int, str)):
         return obj
@@ -51,7 +53,12 @@ def describe(obj: Any) -> Any:
     if isinstance(obj, nn.Module):
         return {"class": f"{type(obj).__module__}.{type(obj).__qualname__}"}
     out: dict[str, Any] = {"class": f"{type(obj).__module__}.{type(obj).__qualname__}"}
-    for key, value in sorted(vars(obj).items()) if hasattr(obj, "__dict__") else []:
+    items = dict(vars(obj)) if hasattr(obj, "__dict__") else {}
+    for key in dir(type(obj)):  # settable parameters kept by data descriptors (e.g. a validated eps)
+        attr = inspect.getattr_static(type(obj), key)
+        if not key.startswith("_") and hasattr(attr, "__get__") and hasattr(attr, "__set__") and not isinstance(attr, property):
+            items[key] = getattr(obj, key)
+    for key, value in sorted(items.items()):
         if key.startswith("_") or isinstance(value, nn.Module) or callable(value) and not hasattr(value, "__dict__"):
             continue
         out[key] = describe(value)
