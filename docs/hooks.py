@@ -200,13 +200,21 @@ def render_benchmarks(results: Path = RESULTS) -> str:
     out: list[str] = []
     for path in sorted(results.glob("*.json")):
         data = json.loads(path.read_text(encoding="utf-8"))
-        script = f"benchmarks/{path.stem}.py"
+        script = "study.py run configs/study/digits.yaml" if path.stem == "study_digits" else f"benchmarks/{path.stem}.py"
         out += [f"## `{path.stem}`", "", f"Written by `python {script}` to `benchmarks/results/{path.name}`.", ""]
         out += _render_mapping(data if isinstance(data, dict) else {"results": data}, 3)
     return "\n".join(out)
 
 
-GENERATORS = {"configs": render_configs, "benchmarks": render_benchmarks}
+def render_study(results: Path = RESULTS) -> str:
+    """The digits study's tables as ``study.py report`` wrote them (``study_digits.md``), headings
+    demoted below the page's own sections."""
+    text = (results / "study_digits.md").read_text(encoding="utf-8")
+    lines = [line for line in text.splitlines() if not line.startswith("# ")]
+    return "\n".join("#" + line if line.startswith("#") else line for line in lines)
+
+
+GENERATORS = {"configs": render_configs, "benchmarks": render_benchmarks, "study": render_study}
 
 
 def on_page_markdown(markdown: str, **kwargs: Any) -> str:
