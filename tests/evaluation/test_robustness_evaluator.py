@@ -287,9 +287,9 @@ def test_certify_robustness_end_to_end(digits_checkpoint: Path, tmp_path: Path, 
     args = ["robustness", "--checkpoint", str(digits_checkpoint), "--output", str(out), "--batch_size", "2",
             "--no_progress", "--config", str(tmp_path / "rob.yaml")]
     res = cli([*args, "--num_samples", "3"])
-    assert res["counts"] == {"selected": 3, "resumed": 0, "evaluated": 3}
+    assert res["counts"] == {"selected": 3, "resumed": 0, "evaluated": 3, "recomputed": 0}
     res = cli([*args, "--num_samples", "5"])  # resumes the 3 samples and adds 2
-    assert res["counts"] == {"selected": 5, "resumed": 3, "evaluated": 2}
+    assert res["counts"] == {"selected": 5, "resumed": 3, "evaluated": 2, "recomputed": 0}
     printed = capsys.readouterr().out
     assert "robustness: 5 samples" in printed
     lines = [ln.split("\t") for ln in (out / "robustness.tsv").read_text().splitlines()]
