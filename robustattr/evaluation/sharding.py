@@ -110,7 +110,7 @@ def assign_batches(
     Raises:
         ValueError: ``batch_size < 1``, ``world_size < 1``, a non-positive ``cost`` or duplicate indices.
 
-    Example:
+    Examples:
         >>> [[b.todo for b in r] for r in assign_batches([5, 1, 7, 3, 9], 2, 2, done={5, 1, 3})]
         [[(7,)], [(9,)]]
     """
