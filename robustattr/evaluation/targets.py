@@ -49,7 +49,7 @@ from robustattr.losses.common import (
 )
 from robustattr.losses.ssr import ce_hessian_lambda_max, logit_jacobian
 from robustattr.registry import register
-from robustattr.utils import eval_mode
+from robustattr.utils import contract, eval_mode
 
 __all__ = ["TARGETS", "TARGET_SENSE", "ObjectiveTargets"]
 
@@ -216,8 +216,17 @@ class ObjectiveTargets(Evaluator):
             logits = model(x)
         return ce_hessian_lambda_max(logit_jacobian(model, x, logits.shape[1]), logits)
 
-    def evaluate(self, model: nn.Module, x: Tensor, y: Tensor, index: Tensor) -> dict[str, Tensor]:
-        """The chosen targets for ``x: [b, C, H, W]`` in [0, 1], labels ``y`` and dataset ``index``: ``[b]``."""
+    def evaluate(
+        self, model: nn.Module, x: Tensor, y: Tensor, index: Tensor, *, check_range: bool = True
+    ) -> dict[str, Tensor]:
+        """The chosen targets for ``x: [b, C, H, W]`` in [0, 1], labels ``y`` and dataset ``index``: ``[b]``.
+
+        ``check_range=False`` lets pixels outside [0, 1] through (:func:`robustattr.utils.contract.range_option`).
+        """
+        with contract.range_option(check_range):
+            return self._evaluate(model, x, y, index)
+
+    def _evaluate(self, model: nn.Module, x: Tensor, y: Tensor, index: Tensor) -> dict[str, Tensor]:
         check_batch(x, y, index, model)
         x, y = x.detach(), y.to(torch.int64)
         out: dict[str, Tensor] = {}
