@@ -15,8 +15,13 @@ REPO = Path(__file__).resolve().parents[2]
 DOCKER = REPO / "docker"
 
 
+LAUNCHER_VARS = ("MASTER_ADDR", "MASTER_PORT", "RANK", "WORLD_SIZE", "LOCAL_RANK", "TORCHELASTIC_RUN_ID")
+
+
 def _run(cmd: list[str], env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=60, cwd=REPO, env={**os.environ, **(env or {})})
+    # a clean launcher environment: a DDP test earlier in the same worker leaves MASTER_PORT behind
+    base = {k: v for k, v in os.environ.items() if k not in LAUNCHER_VARS and not k.startswith("SLURM_")}
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=60, cwd=REPO, env={**base, **(env or {})})
 
 
 @pytest.mark.parametrize("script", ["launch_torchrun.sh", "slurm.sbatch", "slurm_certify.sbatch"])
